@@ -1,0 +1,1 @@
+"""Conversion of trained checkpoints to TFLite, ONNX and SavedModel (installed as lhp_tf.converters)."""

@@ -1,0 +1,1 @@
+"""Datasets: WFLW and 300W readers, synthetic faces, and the tf.data pipeline."""

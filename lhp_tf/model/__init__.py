@@ -1,0 +1,1 @@
+"""Lite-HRNet and Lite-HRNet Plus as Keras layers, one block per module."""

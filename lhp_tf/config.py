@@ -79,6 +79,10 @@ class DataConfig:
     shuffle_buffer: int = 2048
     num_parallel_calls: int = -1
     deterministic: bool = False
+    #: Training decodes each image once into an in-memory loose crop of cache_size pixels
+    #: covering cache_margin x the face crop, so augmentation never re-reads the disk.
+    cache_size: int = 176
+    cache_margin: float = 1.8
 
 
 @dataclass
@@ -97,6 +101,9 @@ class ModelConfig:
     reduce_ratio: int | None = None
     stem_channels: int | None = None
     iterative_head: bool | None = None
+    fusion_groups: int | None = None
+    bottleneck_ratio: int | None = None
+    scaf_resize_first: bool | None = None
 
 
 @dataclass
@@ -113,6 +120,12 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     val_every: int = 1
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    #: validate on the first N faces of ``data.val_split`` each epoch (None: all of them)
+    val_samples: int | None = None
+    #: seed everything and enable TF op determinism: same seed, same machine, same metrics
+    deterministic: bool = True
+    #: print the progress line every N steps when not on a terminal
+    log_every: int = 20
 
 
 @dataclass
@@ -347,7 +360,7 @@ def _coerce(tp: Any, value: Any, path: str, origin: _Origin, source: str) -> Any
             return tuple(_coerce(args[0], v, f"{path}[{i}]", origin, source) for i, v in enumerate(value))
         if len(value) != len(args):
             raise RecipeError(f"{where}: {path}: expected a list of {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, f"{path}[{i}]", origin, source) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_coerce(a, v, f"{path}[{i}]", origin, source) for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if tp is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{where}: {path}: expected true or false, got {_show(value)}")

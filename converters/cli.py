@@ -1,0 +1,40 @@
+"""``lhp convert``: a checkpoint to TFLite (float/int8/int16x8), ONNX or a SavedModel."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lhp convert",
+        description="Convert a trained checkpoint (.keras) for deployment. The recipe is read from "
+                    "recipe.yaml in the checkpoint's run folder unless --recipe is given.")
+    p.add_argument("checkpoint", help="trained model, e.g. runs/x/best.keras")
+    p.add_argument("--to", choices=("tflite", "onnx", "saved_model"), default="tflite")
+    p.add_argument("--quant", choices=("float", "int8", "int16x8"), default=None,
+                   help="TFLite quantisation (default: the recipe's export.quant)")
+    p.add_argument("-o", "--output", required=True, help="output file (a folder for saved_model)")
+    p.add_argument("--recipe", default=None, help="recipe the checkpoint was trained with")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override, e.g. --set data.cache_dir=/data/cache")
+    p.add_argument("--calib-samples", type=int, default=None,
+                   help="int8 calibration images from the training split (default: export.calib_samples)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, at least 13)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX/SavedModel with a dynamic batch dimension (TFLite is always batch 1)")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.output, to=args.to, quant=args.quant, recipe=args.recipe,
+                            overrides=args.overrides, calib_samples=args.calib_samples, opset=args.opset,
+                            dynamic_batch=args.dynamic_batch)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,56 @@
+"""Checkpoint -> deployable file in one call: what ``lhp convert`` does.
+
+Finds the recipe in the run folder, rebuilds the network at batch 1 in heatmap space, converts
+to the asked format and writes atomically. Calibration images for int8/int16x8 come from the
+recipe's training split through the evaluation preprocessing (``lhp_tf.quantize.calibration``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from lhp_tf.errors import LhpError
+
+from .inference_model import inference_model, load_checkpoint
+from .run_folder import find_recipe
+from .tflite import QUANT_MODES, convert_tflite, representative_dataset, write_bytes
+
+FORMATS = ("tflite", "onnx", "saved_model")
+
+
+def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], to: str = "tflite",
+                      quant: str | None = None, recipe: str | os.PathLike[str] | None = None,
+                      overrides: Sequence[str] = (), calib_samples: int | None = None,
+                      opset: int | None = None, dynamic_batch: bool = False) -> Path:
+    """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``."""
+    if to not in FORMATS:
+        raise LhpError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    rec = find_recipe(checkpoint, recipe, overrides)
+    quant = rec.export.quant if quant is None else quant
+    if to == "tflite" and quant not in QUANT_MODES:
+        raise LhpError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
+    if to != "tflite" and quant not in (None, "float") and quant != rec.export.quant:
+        raise LhpError(f"--quant {quant}: only --to tflite is quantised; {to} exports are float32")
+    if to == "tflite" and dynamic_batch:
+        raise LhpError("--dynamic-batch: TFLite exports use batch 1 (a dynamic batch breaks XNNPACK)")
+    trained = load_checkpoint(checkpoint)
+    model = inference_model(trained, rec, batch_size=None if dynamic_batch else 1, where=str(checkpoint))
+    out = Path(output)
+    if to == "saved_model":
+        from .saved_model import export_saved_model
+
+        return export_saved_model(model, out)
+    if to == "onnx":
+        from .onnx import DEFAULT_OPSET, convert_onnx
+
+        write_bytes(out, convert_onnx(model, opset or DEFAULT_OPSET))
+        return out
+    representative = None
+    if quant != "float":
+        from lhp_tf.quantize.calibration import calibration_images
+
+        representative = representative_dataset(calibration_images(rec, calib_samples))
+    write_bytes(out, convert_tflite(model, rec, quant, representative))
+    return out

@@ -1,0 +1,138 @@
+"""Small layers the Lite-HRNet family needs, written to lower to XNNPACK-friendly TFLite ops.
+
+Each layer uses only fixed-shape reshape / transpose / concatenation / split / mean, so a
+batch-1 graph converts to TFLite ops that XNNPACK delegates. In particular the nearest
+upsample is built from concatenated copies and reshapes: Keras' ``UpSampling2D(nearest)``
+lowers to TILE and ``Resizing(nearest)`` to RESIZE_NEAREST_NEIGHBOR, which XNNPACK did not take
+(REFERENCE section 6). The layers call TensorFlow directly so they work under Keras 3 and tf_keras.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from lhp_tf.model.kbackend import keras, register_serializable
+
+
+def _static_batch(x: tf.Tensor) -> int:
+    """The batch size when it is static (1 in exported graphs), else -1 for reshape."""
+    b = x.shape[0]
+    return int(b) if b is not None else -1
+
+
+@register_serializable
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet channel shuffle: (..., g, C/g) -> (..., C/g, g), for 4-D NHWC inputs."""
+
+    def __init__(self, groups: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if groups < 1:
+            raise ValueError(f"ChannelShuffle: groups must be >= 1, got {groups}")
+        self.groups = int(groups)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        _, h, w, c = x.shape
+        if c % self.groups:
+            raise ValueError(f"{self.name}: {c} channels do not split into {self.groups} groups")
+        b = _static_batch(x)
+        y = tf.reshape(x, (b, h, w, self.groups, c // self.groups))
+        y = tf.transpose(y, (0, 1, 2, 4, 3))
+        return tf.reshape(y, (b, h, w, c))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "groups": self.groups}
+
+
+@register_serializable
+class ChannelSplit(keras.layers.Layer):
+    """Split the channel axis into consecutive parts of the given sizes.
+
+    Equal parts lower to SPLIT and unequal ones to one SLICE each: XNNPACK takes both, but not
+    the SPLIT_V that ``tf.split`` with a size list produces.
+    """
+
+    def __init__(self, sizes: list[int] | tuple[int, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sizes = [int(s) for s in sizes]
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"ChannelSplit: sizes must be positive, got {self.sizes}")
+
+    def call(self, x: tf.Tensor) -> list[tf.Tensor]:
+        if x.shape[-1] != sum(self.sizes):
+            raise ValueError(f"{self.name}: {x.shape[-1]} channels cannot split into {self.sizes}")
+        if len(set(self.sizes)) == 1:
+            return list(tf.split(x, len(self.sizes), axis=-1))
+        b, h, w, _ = x.shape
+        b = _static_batch(x)
+        parts, start = [], 0
+        for size in self.sizes:
+            parts.append(tf.slice(x, (0, 0, 0, start), (b, h, w, size)))
+            start += size
+        return parts
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return [tuple(input_shape[:-1]) + (s,) for s in self.sizes]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "sizes": list(self.sizes)}
+
+
+def _steps(factor: int) -> list[int]:
+    """Factor an upsampling factor into steps of at most 4: XNNPACK concatenates at most 4 inputs
+    (an 8-way CONCATENATION stayed on the reference kernels)."""
+    steps, rest = [], factor
+    for f in (4, 3, 2):
+        while rest % f == 0 and rest > 1:
+            steps.append(f)
+            rest //= f
+    return steps + ([rest] if rest > 1 else [])
+
+
+@register_serializable
+class NearestUpsample(keras.layers.Layer):
+    """Exact nearest-neighbour upsample by an integer factor, via concatenation and reshape.
+
+    Copies along channels then a reshape repeat every pixel ``factor`` times horizontally; copies
+    along width then a reshape repeat every row vertically. This is bit-exact (no arithmetic)
+    and lowers to CONCATENATION + RESHAPE, never TILE or RESIZE_NEAREST_NEIGHBOR.
+    """
+
+    def __init__(self, factor: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if factor < 1:
+            raise ValueError(f"NearestUpsample: factor must be >= 1, got {factor}")
+        self.factor = int(factor)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        for s in _steps(self.factor):
+            _, h, w, c = x.shape
+            b = _static_batch(x)
+            y = tf.concat([x] * s, axis=-1)            # (b, h, w, s*c): pixel copies side by side
+            y = tf.reshape(y, (b, h, w * s, c))        # each pixel repeated s times along x
+            y = tf.concat([y] * s, axis=2)             # (b, h, s*w*s, c): row copies side by side
+            x = tf.reshape(y, (b, h * s, w * s, c))    # each row repeated s times along y
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        b, h, w, c = input_shape
+        s = self.factor
+        return (b, None if h is None else h * s, None if w is None else w * s, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "factor": self.factor}
+
+
+@register_serializable
+class ChannelMean(keras.layers.Layer):
+    """Average over the channel axis, keeping it: (B, H, W, C) -> (B, H, W, 1)."""
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(x, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return tuple(input_shape[:-1]) + (1,)

@@ -1,0 +1,137 @@
+"""Named architectures and the resolution of a recipe's ``model`` section into an ArchSpec.
+
+Official layouts (Lite-HRNet paper, Table 1 of its code release): ``lite-hrnet-18`` has
+(2, 4, 2) modules per stage, ``lite-hrnet-30`` (3, 8, 3); both use widths (40, 80, 160, 320),
+two CCW blocks per module, CRW reduce ratio 8, pointwise fusion, the iterative head and a v1
+output conv.
+
+Lite-HRNet Plus (``lhp-large``, ``lhp-small``): the paper gives only the totals at 96x96 with
+98 landmarks (1.51M params / 30.27 mmcv-style MFLOPs and 0.37M / 10.25) and that SCAF and the
+MR head replace the fusion and output head. The layouts below were found by a grid search over
+widths, modules per stage, SCAF ratio r, CRW reduce ratio and whether the iterative head is
+kept, counting every candidate with :mod:`lhp_tf.model.flops` on the built Keras graph and
+keeping those within 3% of both figures: ``python tools/search_lhp_presets.py`` reprints the
+candidates. The paper's own settings are unknown; these are the simplest layouts consistent with
+its figures (large: the Lite-HRNet-30 layout, per the worked estimate in REFERENCE section 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lhp_tf.config import ModelConfig
+from lhp_tf.errors import LhpError
+
+FUSION_KINDS = ("pointwise", "bottleneck", "group", "scaf")
+HEAD_KINDS = ("v1", "v2", "mr")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything :func:`lhp_tf.model.network.build_model` needs, fully resolved."""
+
+    name: str
+    num_landmarks: int
+    input_size: tuple[int, int] = (96, 96)
+    stem_channels: int = 32
+    channels: tuple[int, ...] = (40, 80, 160, 320)
+    modules: tuple[int, ...] = (2, 4, 2)
+    blocks: tuple[int, ...] = (2, 2, 2)
+    reduce_ratio: int = 8
+    fusion: str = "pointwise"
+    scaf_ratio: int = 4
+    scaf_resize_first: bool = False
+    fusion_groups: int = 4
+    bottleneck_ratio: int = 4
+    head: str = "v1"
+    iterative_head: bool = True
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.modules)
+
+
+@dataclass(frozen=True)
+class _Preset:
+    stem_channels: int = 32
+    channels: tuple[int, ...] = (40, 80, 160, 320)
+    modules: tuple[int, ...] = (2, 4, 2)
+    blocks: tuple[int, ...] = (2, 2, 2)
+    reduce_ratio: int = 8
+    fusion: str = "pointwise"
+    scaf_ratio: int = 4
+    scaf_resize_first: bool = False
+    fusion_groups: int = 4
+    bottleneck_ratio: int = 4
+    head: str = "v1"
+    iterative_head: bool = True
+
+
+PRESETS: dict[str, _Preset] = {
+    "lite-hrnet-18": _Preset(modules=(2, 4, 2)),
+    "lite-hrnet-30": _Preset(modules=(3, 8, 3)),
+    "lhp-large": _Preset(modules=(3, 8, 3), fusion="scaf", scaf_ratio=4, head="mr",
+                         iterative_head=False),
+    "lhp-small": _Preset(stem_channels=16, channels=(20, 40, 80, 160), modules=(2, 4, 2),
+                         fusion="scaf", scaf_ratio=4, head="mr", iterative_head=False),
+}
+
+#: ModelConfig keys that override the preset field of the same name.
+_OVERRIDES = ("stem_channels", "channels", "modules", "blocks", "reduce_ratio", "fusion",
+              "scaf_ratio", "scaf_resize_first", "fusion_groups", "bottleneck_ratio", "head",
+              "iterative_head")
+
+
+def resolve(cfg: ModelConfig, num_landmarks: int) -> ArchSpec:
+    """The preset named by ``cfg.arch`` with every non-None override of ``cfg`` applied."""
+    if cfg.arch not in PRESETS:
+        raise LhpError(f"model.arch: unknown architecture {cfg.arch!r} "
+                       f"(known: {', '.join(sorted(PRESETS))})")
+    values = dataclasses.asdict(PRESETS[cfg.arch])
+    for key in _OVERRIDES:
+        value = getattr(cfg, key, None)
+        if value is not None:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    k = cfg.num_landmarks or num_landmarks
+    spec = ArchSpec(name=cfg.arch, num_landmarks=int(k),
+                    input_size=(int(cfg.input_size[0]), int(cfg.input_size[1])), **values)
+    validate(spec)
+    return spec
+
+
+def validate(spec: ArchSpec) -> None:
+    """Reject layouts that cannot build, naming the recipe key at fault."""
+    def bad(key: str, why: str) -> LhpError:
+        return LhpError(f"model.{key}: {why} (arch {spec.name})")
+
+    n = spec.num_stages
+    if n < 1:
+        raise bad("modules", "need at least one stage")
+    if len(spec.channels) != n + 1:
+        raise bad("channels", f"{n} stages need {n + 1} branch widths, got {len(spec.channels)}")
+    if len(spec.blocks) != n:
+        raise bad("blocks", f"need one entry per stage ({n}), got {len(spec.blocks)}")
+    if any(c <= 0 or c % 2 for c in spec.channels):
+        raise bad("channels", f"widths must be positive and even (CCW halves them), got {spec.channels}")
+    if spec.stem_channels <= 0 or spec.stem_channels % 2:
+        raise bad("stem_channels", f"must be positive and even, got {spec.stem_channels}")
+    if any(m < 1 for m in spec.modules) or any(b < 1 for b in spec.blocks):
+        raise bad("modules", "modules and blocks per stage must be >= 1")
+    if spec.fusion not in FUSION_KINDS:
+        raise bad("fusion", f"expected one of {', '.join(FUSION_KINDS)}, got {spec.fusion!r}")
+    if spec.head not in HEAD_KINDS:
+        raise bad("head", f"expected one of {', '.join(HEAD_KINDS)}, got {spec.head!r}")
+    for key in ("reduce_ratio", "scaf_ratio", "fusion_groups", "bottleneck_ratio"):
+        if getattr(spec, key) < 1:
+            raise bad(key, f"must be >= 1, got {getattr(spec, key)}")
+    if spec.fusion == "group" and any(c % spec.fusion_groups for c in spec.channels):
+        raise bad("fusion_groups", f"every width must divide into {spec.fusion_groups} groups, "
+                  f"got {spec.channels}")
+    if spec.num_landmarks <= 0:
+        raise bad("num_landmarks", f"must be > 0, got {spec.num_landmarks}")
+    stride = 4 * 2 ** n
+    h, w = spec.input_size
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise bad("input_size", f"height and width must be positive multiples of {stride} "
+                  f"(the stem and {n} halvings), got {h}x{w}")

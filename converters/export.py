@@ -27,12 +27,12 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``."""
     if to not in FORMATS:
         raise LhpError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
+    if to != "tflite" and quant not in (None, "float"):
+        raise LhpError(f"--quant {quant}: only --to tflite is quantised; {to} exports are float32")
     rec = find_recipe(checkpoint, recipe, overrides)
     quant = rec.export.quant if quant is None else quant
     if to == "tflite" and quant not in QUANT_MODES:
         raise LhpError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
-    if to != "tflite" and quant not in (None, "float") and quant != rec.export.quant:
-        raise LhpError(f"--quant {quant}: only --to tflite is quantised; {to} exports are float32")
     if to == "tflite" and dynamic_batch:
         raise LhpError("--dynamic-batch: TFLite exports use batch 1 (a dynamic batch breaks XNNPACK)")
     trained = load_checkpoint(checkpoint)

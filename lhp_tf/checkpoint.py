@@ -43,6 +43,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result is an ordinary file
     try:
         write(tmp)
         with open(tmp, "rb+") as f:

@@ -243,7 +243,7 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{r.get('mean_shape_nme', float('nan')):>18.2f}")
     names = list(result["splits"])
     head = " | ".join(["params", "MFLOPs", *names])
-    vals = " | ".join([f"{result['params'] / 1e6:.2f}M", f"{result['mflops']:.2f}",
+    vals = " | ".join([f"{result['params'] / 1e6:.3f}M", f"{result['mflops']:.2f}",
                        *(f"{result['splits'][n]['nme']:.2f}" for n in names)])
     lines += ["", f"Table 1 layout (NME %): | {head} |", f"                        | {vals} |"]
     return "\n".join(lines)

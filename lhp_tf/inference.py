@@ -156,7 +156,7 @@ class LandmarkDetector:
         image_bgr = _as_bgr(image_bgr)
         if len(boxes) == 0:
             return []
-        crops, mats = zip(*(self.crop(image_bgr, b) for b in boxes))
+        crops, mats = zip(*(self.crop(image_bgr, b) for b in boxes), strict=True)
         heatmaps = np.asarray(self.backend(np.stack(crops)), np.float32)
         if heatmaps.shape[-1] != self.info.num_landmarks:
             raise LhpError(f"{self.info.source}: model produced {heatmaps.shape[-1]} heatmaps, "
@@ -166,7 +166,7 @@ class LandmarkDetector:
         img_pts = crop_to_image(crop_pts, invert_affine(np.stack(mats)))
         scores = list(scores) if scores is not None else [None] * len(boxes)
         return [FaceLandmarks(np.asarray(b, np.float32).reshape(4), p.astype(np.float32), c.astype(np.float32), s)
-                for b, p, c, s in zip(boxes, img_pts, maxvals, scores)]
+                for b, p, c, s in zip(boxes, img_pts, maxvals, scores, strict=True)]
 
     def __call__(self, image_bgr: np.ndarray,
                  boxes: Sequence[Sequence[float]] | None = None) -> list[FaceLandmarks]:

@@ -7,7 +7,11 @@ and ``predictions.json``::
     {"model": ..., "files": [{"file": ..., "faces": [{"box": [x0, y0, x1, y1],
       "landmarks": [[x, y], ...], "confidence": [...], "score": ...}]}]}
 
-A video's entry holds ``"frames": [{"frame": i, "faces": [...]}]`` instead of ``"faces"``.
+``box`` is the face box the model's crop was made from (the detector's box mapped onto the
+landmarks' extent, :func:`lhp_tf.face_detect.landmark_box`), ``confidence`` the heatmap peak
+per landmark and ``score`` the face detector's. A video's entry holds
+``"frames": [{"frame": i, "faces": [...]}]`` instead of ``"faces"``, with a ``"track"`` id per
+face when smoothing.
 ``--smooth ALPHA`` filters video landmarks over time (One-Euro, per face track, see
 :mod:`lhp_tf.smoothing`). With a ``.tflite`` model nothing here imports TensorFlow.
 """
@@ -45,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                         "when the face is still (0.3 is steady, 1 is off)")
     p.add_argument("--detector", choices=("short", "full"), default="short",
                    help="BlazeFace variant: short (faces within ~2 m, default) or full (small/far faces)")
+    p.add_argument("--decoder", choices=("dark", "argmax"), default="dark", help="heatmap decoder (default dark)")
     p.add_argument("--max-faces", type=int, default=0, help="keep at most N faces per image (0: all)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads")
     p.add_argument("--no-draw", action="store_true", help="write only the JSON, no annotated images")
@@ -83,7 +88,7 @@ def draw_faces(image: np.ndarray, faces: Sequence[Any], points: Sequence[np.ndar
         radius = max(1, int(round(size / 90)))
         thick = max(1, int(round(size / 150)))
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), (255, 160, 0), thick, cv2.LINE_AA)
-        for (x, y), c in zip(np.asarray(pts), face.confidence):
+        for (x, y), c in zip(np.asarray(pts), face.confidence, strict=True):
             # green when the model is sure, red when it is not
             colour = (0, int(255 * min(max(c, 0.0), 1.0)), int(255 * (1 - min(max(c, 0.0), 1.0))))
             cv2.circle(out, (int(round(x)), int(round(y))), radius, colour, -1, cv2.LINE_AA)
@@ -160,7 +165,7 @@ def predict_video(detector: Any, path: Path, out_dir: Path | None, smooth: float
             if tracks is not None:
                 ids, points = tracks.update([f.box for f in faces], [f.landmarks for f in faces])
                 entry["faces"] = _faces_json(faces, points)
-                for face_json, tid in zip(entry["faces"], ids):
+                for face_json, tid in zip(entry["faces"], ids, strict=True):
                     face_json["track"] = tid
             else:
                 entry["faces"] = _faces_json(faces)
@@ -186,11 +191,13 @@ def main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     if args.smooth is not None and not 0.0 < args.smooth <= 1.0:
         raise LhpError(f"--smooth {args.smooth}: ALPHA must be in (0, 1]")
+    if args.threads < 1 or args.max_faces < 0:
+        raise LhpError("--threads must be >= 1 and --max-faces >= 0")
     from lhp_tf.inference import LandmarkDetector
 
     inputs = collect_inputs(Path(args.path))
-    detector = LandmarkDetector.from_path(args.model, recipe=args.recipe, detector=args.detector,
-                                          num_threads=args.threads)
+    detector = LandmarkDetector.from_path(args.model, recipe=args.recipe, decoder=args.decoder,
+                                          detector=args.detector, num_threads=args.threads)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     draw_dir = None if args.no_draw else out_dir

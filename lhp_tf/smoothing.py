@@ -89,7 +89,7 @@ class FaceTracks:
             used.add(tid)
         tracks: dict[int, tuple[np.ndarray, OneEuroFilter]] = {}
         ids, out = [], []
-        for i, (box, pts) in enumerate(zip(boxes, points)):
+        for i, (box, pts) in enumerate(zip(boxes, points, strict=True)):
             tid = assigned.get(i)
             if tid is None:
                 tid, self._next_id = self._next_id, self._next_id + 1

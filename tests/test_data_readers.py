@@ -255,3 +255,13 @@ def test_dataset_root_generates_once_deterministically(tmp_path):
 def test_sample_normalises_arrays():
     s = Sample("x.jpg", [[1, 2], [3, 4]], [0, 0, 5, 5])
     assert s.landmarks.dtype == np.float32 and s.landmarks.shape == (2, 2) and s.box.shape == (4,)
+
+
+def test_stale_synthetic_cache_is_redrawn(tmp_path):
+    cfg = DataConfig(format="300w", synthetic=SynthConfig(num=8, seed=1, image_size=64), cache_dir=str(tmp_path))
+    root = datasets.dataset_root(cfg)
+    (root / ".synth-version").write_text("0\n")
+    (root / "stale.txt").write_text("old")
+    assert datasets.dataset_root(cfg) == root
+    assert not (root / "stale.txt").exists() and synth.is_current(root)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [root.name]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,7 +23,7 @@ from lhp_tf.model.flops import Complexity, count_config  # noqa: E402
 TINY_40 = dict(modules=(1, 1, 1), blocks=(1, 1, 1), iterative_head=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _count(arch: str, size: tuple[int, int], k: int, **kw: object) -> Complexity:
     return count_config(ModelConfig(arch=arch, input_size=size, **kw), k)
 
@@ -94,28 +94,37 @@ def test_scaf_resize_first_is_cheaper_not_different_in_convs() -> None:
     assert fast.mmcv_flops < paper.mmcv_flops
 
 
-def test_cli_json_and_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert flops.main(["--model", "lhp-small", "--input-size", "64x96", "--num-landmarks", "17",
-                       "--fusion", "pointwise", "--head", "v1", "--json"]) == 0
+@pytest.mark.slow
+def test_cli_model_form_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert flops.main(["--model", "lhp-small", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("params", "conv_macs", "mmcv_flops", "breakdown"):
         assert key in out
-    assert out["input_size"] == [64, 96] and out["num_landmarks"] == 17
     assert set(out["breakdown"]) == {"stem", "transition", "ccw", "fusion", "head"}
     assert sum(out["breakdown"].values()) == out["conv_macs"]
-    reference = _count("lhp-small", (64, 96), 17, fusion="pointwise", head="v1")
-    assert out["params"] == reference.params and out["mmcv_flops"] == reference.mmcv_flops
+    assert out == _count("lhp-small", (96, 96), 98).to_dict() | {"input_size": [96, 96]}
 
 
-def test_cli_recipe_form(tmp_path: os.PathLike[str], capsys: pytest.CaptureFixture[str]) -> None:
-    recipe = os.path.join(tmp_path, "r.yaml")
-    with open(recipe, "w") as f:
+def _recipe(tmp_path: os.PathLike[str]) -> str:
+    path = os.path.join(tmp_path, "r.yaml")
+    with open(path, "w") as f:
         f.write("data:\n  format: 300w\nmodel:\n  arch: lhp-small\n  input_size: [64, 64]\n")
-    assert flops.main([recipe, "--set", "model.modules=[1,1,1]", "--set", "model.head=v1"]) == 0
+    return path
+
+
+def test_cli_recipe_form_with_overrides(tmp_path: os.PathLike[str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [_recipe(tmp_path), "--set", "model.modules=[1,1,1]", "--fusion", "pointwise",
+            "--head", "v1", "--input-size", "64x96", "--num-landmarks", "17"]
+    expected = _count("lhp-small", (64, 96), 17, modules=(1, 1, 1), fusion="pointwise", head="v1")
+    assert flops.main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["input_size"] == [64, 96] and out["num_landmarks"] == 17
+    assert (out["params"], out["conv_macs"], out["mmcv_flops"]) == (
+        expected.params, expected.conv_macs, expected.mmcv_flops)
+    assert flops.main(argv) == 0
     table = capsys.readouterr().out
-    assert "landmarks 68" in table and "fusion" in table and "total" in table
-    expected = _count("lhp-small", (64, 64), 68, modules=(1, 1, 1), head="v1")
-    assert f"{expected.params:,}" in table
+    assert "landmarks 17" in table and "fusion" in table and f"{expected.params:,}" in table
 
 
 @pytest.mark.parametrize("argv,match", [

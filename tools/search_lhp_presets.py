@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
         if t == "large":
             options = itertools.product((40,), (32,), (4, 8), (True, False))
         else:
-            options = itertools.product((16, 20, 24), (16, 32), (4,), (True, False))
+            options = itertools.product((16, 20, 24, 30), (16,), (2, 4, 8), (True, False))
         for c, stem, r, it in options:
             families.append((t, dict(channels=(c, 2 * c, 4 * c, 8 * c), stem_channels=stem,
                                      scaf_ratio=r, iterative_head=it, blocks=(2, 2, 2),
@@ -74,12 +74,12 @@ def main(argv: list[str]) -> int:
                 params, macs, flops = (base[q] + sum(m * per[s][q] for s, m in enumerate(mods))
                                        for q in range(3))
                 ep, ef = params / tp - 1, flops / tf_ - 1
-                if abs(ep) <= args.tol and abs(ef) <= args.tol:
-                    hits.append((max(abs(ep), abs(ef)), mods, fam, params, macs, flops))
+                hits.append((max(abs(ep), abs(ef)), mods, fam, params, macs, flops))
         hits.sort(key=lambda h: h[0])
+        within = [h for h in hits if h[0] <= args.tol]
         print(f"== {t}: target {tp / 1e6:.2f}M params, {tf_ / 1e6:.2f} mmcv MFLOPs "
-              f"(96x96, 98 landmarks); {len(hits)} candidates within {args.tol:.0%}")
-        for err, mods, fam, params, macs, flops in hits[: args.top]:
+              f"(96x96, 98 landmarks); {len(within)} candidates within {args.tol:.0%}, closest first")
+        for err, mods, fam, params, macs, flops in hits[: max(args.top, 1)]:
             print(f"  modules={mods} channels={fam['channels']} stem={fam['stem_channels']} "
                   f"blocks={fam['blocks']} scaf_ratio={fam['scaf_ratio']} "
                   f"iterative_head={fam['iterative_head']}: {params / 1e6:.3f}M params, "

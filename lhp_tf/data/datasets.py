@@ -42,7 +42,7 @@ def dataset_root(data_cfg: DataConfig) -> Path:
         raise DataError("data.root is not set and data.synthetic is off: nothing to read")
     s = data_cfg.synthetic
     target = synthetic_root(data_cfg)
-    if not target.is_dir():
+    if not synth.is_current(target):
         print(f"lhp data: generating {s.num} synthetic {data_cfg.format} faces into {target}", file=sys.stderr)
     return synth.materialise(data_cfg.format, target, s.num, s.seed, s.image_size)
 

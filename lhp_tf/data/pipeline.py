@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -47,7 +48,7 @@ def crop_cache(recipe: Recipe, samples: list[Sample]) -> CropCache:
         log = ProblemLog(d.on_error)
         _CACHES[key] = build_cache(samples, d.box_scale, d.cache_size, d.cache_margin, log)
         if log.problems:
-            print(f"lhp data: {log.summary()}")
+            print(f"lhp data: {log.summary()}", file=sys.stderr)
         while len(_CACHES) > 2:
             _CACHES.popitem(last=False)
     return _CACHES[key]
@@ -197,22 +198,47 @@ def _parallel(recipe: Recipe) -> int:
     return tf.data.AUTOTUNE if n < 0 else n
 
 
+_FUNCTIONS: OrderedDict[tuple, tf.types.experimental.GenericFunction] = OrderedDict()
+
+
+def _augment_function(recipe: Recipe, samples: list[Sample], augment: bool):
+    """A traced-once ``(indices, seed) -> batch`` function per (recipe, samples, augment).
+
+    tf.data traces a map function every time a dataset is built; building one per epoch
+    would re-trace the whole augmentation graph each epoch. Wrapping it in a ``tf.function``
+    with a fixed signature makes the per-epoch trace a single call op.
+    """
+    cache = crop_cache(recipe, samples)
+    d = recipe.data
+    key = (recipe.hash(), _fingerprint(samples, d.box_scale, d.cache_size, d.cache_margin), augment)
+    if key not in _FUNCTIONS:
+        images = tf.constant(cache.images)
+        lms = tf.constant(cache.landmarks)
+        size, margin = cache.size, cache.margin
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32), tf.TensorSpec([2], tf.int64)])
+        def fn(idx: tf.Tensor, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+            return augment_batch(recipe, images, lms, size, margin, idx, seed, augment)
+
+        _FUNCTIONS[key] = fn
+        while len(_FUNCTIONS) > 4:
+            _FUNCTIONS.popitem(last=False)
+    return cache, _FUNCTIONS[key]
+
+
 def batches(recipe: Recipe, samples: list[Sample], seed: int, epoch: int, augment: bool = True,
             batch_size: int | None = None) -> tf.data.Dataset:
     """One epoch of augmented batches as dicts (see :func:`augment_batch`); used by show and tests."""
-    cache = crop_cache(recipe, samples)
+    cache, fn = _augment_function(recipe, samples, augment)
     b = batch_size or recipe.train.batch_size
     order = epoch_order(len(cache.images), seed, epoch)
-    images = tf.constant(cache.images)
-    lms = tf.constant(cache.landmarks)
-    size, margin = cache.size, cache.margin
+    base = tf.constant(seed * 1_000_003 + epoch, tf.int64)
 
-    def fn(i: tf.Tensor, idx: tf.Tensor) -> dict[str, tf.Tensor]:
-        s = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + epoch, tf.cast(i, tf.int64)])
-        return augment_batch(recipe, images, lms, size, margin, idx, s, augment)
+    def call(i: tf.Tensor, idx: tf.Tensor) -> dict[str, tf.Tensor]:
+        return fn(idx, tf.stack([base, tf.cast(i, tf.int64)]))
 
     ds = tf.data.Dataset.from_tensor_slices(order).batch(b, drop_remainder=len(order) >= b).enumerate()
-    ds = ds.map(fn, num_parallel_calls=_parallel(recipe))
+    ds = ds.map(call, num_parallel_calls=_parallel(recipe))
     return ds.prefetch(2).with_options(_options(recipe))
 
 

@@ -38,7 +38,7 @@ def draw_tile(image: np.ndarray, points: np.ndarray, weight: np.ndarray, heatmap
     h, w = image.shape[:2]
     img = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     hm = cv2.resize(heatmap.max(-1), (w, h), interpolation=cv2.INTER_LINEAR)
-    img = (img * (1 - 0.5 * hm[..., None]) + np.array([255, 0, 0]) * 0.5 * hm[..., None]).astype(np.uint8)
+    img = (img * (1 - 0.35 * hm[..., None]) + np.array([255, 0, 0]) * 0.35 * hm[..., None]).astype(np.uint8)
     big = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
     centres = _heatmap_centres(heatmap, h // heatmap.shape[0])
     for (x, y), ok, (cx, cy) in zip(points, weight, centres, strict=True):

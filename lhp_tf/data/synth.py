@@ -172,7 +172,7 @@ def _half_curves(s: Side, p: FaceParams) -> dict[str, np.ndarray]:
     names = list(xy)
     xs = np.concatenate([xy[k][0] for k in names])
     ys = np.concatenate([xy[k][1] for k in names])
-    dz = np.concatenate([np.broadcast_to(xy[k][2], xy[k][0].shape) for k in names])
+    dz = np.concatenate([xy[k][2] + np.zeros_like(xy[k][0]) for k in names])
     pts = np.stack([xs, ys, _surface_z(xs, ys, p.jaw_height + 0.5 * p.mouth_open) + dz], axis=-1)
     out, i = {}, 0
     for k in names:
@@ -323,16 +323,19 @@ def _shade(img: np.ndarray, mask: np.ndarray, p: FaceParams, roi: tuple[int, int
     x0, y0, x1, y1 = roi
     if x1 <= x0 or y1 <= y0:
         return
-    xs = np.arange(x0, x1, dtype=np.float32) - p.cx
-    ys = np.arange(y0, y1, dtype=np.float32) - p.cy
-    ramp = (xs[None, :] * p.light[0] + ys[:, None] * p.light[1]) / (1.6 * p.scale)
     k = max(3, int(p.scale * 0.2) | 1)
-    soft = cv2.blur(cv2.blur(mask, (k, k)), (k, k)).astype(np.float32) / 255.0
-    shade = p.ambient * (0.82 + 0.18 * soft) * (1.0 + p.light_strength * np.clip(ramp, -1, 1))
-    skin = shade[..., None] * np.array(p.skin, np.float32)
-    alpha = mask.astype(np.float32)[..., None] / 255.0
+    soft = cv2.blur(cv2.blur(mask, (k, k)), (k, k))           # darker towards the outline
+    f = 1.0 / (1.6 * p.scale)
+    xs = (np.arange(x0, x1, dtype=np.float32) - np.float32(p.cx)) * np.float32(p.light[0] * f)
+    ys = (np.arange(y0, y1, dtype=np.float32) - np.float32(p.cy)) * np.float32(p.light[1] * f)
+    ramp = np.clip(xs[None, :] + ys[:, None], -1.0, 1.0)
+    shade = (np.float32(p.ambient) * (1.0 + np.float32(p.light_strength) * ramp)) * \
+        (np.float32(0.82) + np.float32(0.18 / 255.0) * soft)
+    skin = cv2.merge([shade * np.float32(v) for v in p.skin])
+    alpha = mask.astype(np.float32) * np.float32(1.0 / 255.0)
     sub = img[y0:y1, x0:x1].astype(np.float32)
-    img[y0:y1, x0:x1] = np.clip(sub * (1 - alpha) + skin * alpha, 0, 255).astype(np.uint8)
+    out = cv2.blendLinear(skin, sub, alpha, 1.0 - alpha)
+    img[y0:y1, x0:x1] = np.clip(out, 0, 255).astype(np.uint8)
 
 
 def _clip_draw(img: np.ndarray, clip: np.ndarray, draw) -> None:
@@ -447,7 +450,13 @@ def render(p: FaceParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if p.gain != 1.0 or p.cast != (1.0, 1.0, 1.0):
         img = cv2.transform(img, np.diag(p.gain * np.array(p.cast, np.float32)))
     if p.motion[0] >= 1.0:
-        img = cv2.filter2D(img, -1, _motion_kernel(*p.motion), borderType=cv2.BORDER_REFLECT)
+        # long kernels: filter at half resolution (4x cheaper; the result is smooth anyway)
+        half = p.motion[0] > 8
+        src = cv2.resize(img, (n // 2, n // 2), interpolation=cv2.INTER_AREA) if half else img
+        k = _motion_kernel(p.motion[0] / 2 if half else p.motion[0], p.motion[1])
+        img = cv2.filter2D(src, -1, k, borderType=cv2.BORDER_REFLECT)
+        if half:
+            img = cv2.resize(img, (n, n), interpolation=cv2.INTER_LINEAR)
     if p.blur_sigma > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), p.blur_sigma, borderType=cv2.BORDER_REFLECT)
     return img, landmarks(c, 68), landmarks(c, 98)
@@ -640,7 +649,7 @@ def plan(fmt: str, out: Path, num: int, seed: int, image_size: int = 256) -> lis
             force = frozenset({str(rng.choice(ATTRS))}) if folder == "ibug" else frozenset()
             p = sample_params(rng, image_size, force, hard)
             stem = f"synth_{i:06d}"
-            image = out / folder / (f"{stem}.jpg" if i % 5 else f"{stem}.png")
+            image = out / folder / (f"{stem}.png" if i % 20 == 7 else f"{stem}.jpg")
             jobs.append(Job(p, image, out / folder / f"{stem}.pts", folder, stem, np.zeros((2, 2))))
     elif fmt == "wflw":
         n_test = 0
@@ -696,16 +705,38 @@ def _write_lines(file: Path, rows: list[str]) -> None:
     file.write_text("\n".join(rows) + ("\n" if rows else ""))
 
 
+#: Bump when the drawing or the landmark tables change: cached sets of older versions are redrawn.
+SYNTH_VERSION = "2"
+_VERSION_FILE = ".synth-version"
+
+
+def is_current(target: Path) -> bool:
+    """Whether ``target`` holds a complete set drawn by this generator version."""
+    marker = Path(target) / _VERSION_FILE
+    return marker.is_file() and marker.read_text().strip() == SYNTH_VERSION
+
+
 def materialise(fmt: str, target: Path, num: int, seed: int, image_size: int) -> Path:
-    """Generate into ``target`` once, atomically (temp folder, then rename); reuse afterwards."""
+    """Generate into ``target`` once, atomically (temp folder, then rename); reuse afterwards.
+
+    A set drawn by an older generator (``SYNTH_VERSION``) is redrawn and swapped in.
+    """
     target = Path(target)
-    if target.is_dir():
+    if is_current(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     generate(fmt, tmp, num, seed, image_size)
+    (tmp / _VERSION_FILE).write_text(SYNTH_VERSION + "\n")
+    if target.is_dir():  # stale version: move it aside, then swap
+        old = target.parent / f".old-{target.name}-{os.getpid()}"
+        try:
+            os.rename(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     try:
         os.rename(tmp, target)
     except OSError:
@@ -713,6 +744,3 @@ def materialise(fmt: str, target: Path, num: int, seed: int, image_size: int) ->
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-__all__ = ["FaceParams", "Side", "generate", "materialise", "mirror", "render", "sample_params"]

@@ -30,8 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lhp_tf.errors import LhpError
-
-BLOCK_TYPES = ("stem", "transition", "ccw", "fusion", "head")
+from lhp_tf.model.presets import BLOCK_TYPES
 
 
 @dataclass

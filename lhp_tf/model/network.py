@@ -17,12 +17,11 @@ from lhp_tf.model.ccw import ccw_block
 from lhp_tf.model.fusion import fusion_block
 from lhp_tf.model.heads import iterative_head, output_head
 from lhp_tf.model.kbackend import keras
-from lhp_tf.model.presets import ArchSpec, resolve
+from lhp_tf.model.presets import BLOCK_TYPES, ArchSpec, resolve
 from lhp_tf.model.stem import stem
 from lhp_tf.model.transition import transition
 
-#: Block types, in network order; every layer name starts with one of them.
-BLOCK_TYPES = ("stem", "transition", "ccw", "fusion", "head")
+__all__ = ["BLOCK_TYPES", "build_from_spec", "build_model", "load_model", "with_heatmap_activation"]
 
 
 def build_from_spec(spec: ArchSpec, batch_size: int | None = None) -> Any:
@@ -57,7 +56,7 @@ def with_heatmap_activation(model: Any, loss: str) -> Any:
     if loss != "bce":
         raise LhpError(f"train.loss: expected 'bce' or 'mse', got {loss!r}")
     out = keras.layers.Activation("sigmoid", name="head_sigmoid")(model.outputs[0])
-    return keras.Model(model.inputs, out, name=model.name)
+    return keras.Model(model.inputs[0], out, name=model.name)
 
 
 def load_model(path: str | os.PathLike[str], compile: bool = False) -> Any:

@@ -1,18 +1,30 @@
 """Named architectures and the resolution of a recipe's ``model`` section into an ArchSpec.
 
-Official layouts (Lite-HRNet paper, Table 1 of its code release): ``lite-hrnet-18`` has
+Official layouts (the Lite-HRNet paper and its released configs): ``lite-hrnet-18`` has
 (2, 4, 2) modules per stage, ``lite-hrnet-30`` (3, 8, 3); both use widths (40, 80, 160, 320),
 two CCW blocks per module, CRW reduce ratio 8, pointwise fusion, the iterative head and a v1
 output conv.
 
 Lite-HRNet Plus (``lhp-large``, ``lhp-small``): the paper gives only the totals at 96x96 with
 98 landmarks (1.51M params / 30.27 mmcv-style MFLOPs and 0.37M / 10.25) and that SCAF and the
-MR head replace the fusion and output head. The layouts below were found by a grid search over
-widths, modules per stage, SCAF ratio r, CRW reduce ratio and whether the iterative head is
-kept, counting every candidate with :mod:`lhp_tf.model.flops` on the built Keras graph and
-keeping those within 3% of both figures: ``python tools/search_lhp_presets.py`` reprints the
-candidates. The paper's own settings are unknown; these are the simplest layouts consistent with
-its figures (large: the Lite-HRNet-30 layout, per the worked estimate in REFERENCE section 2).
+MR head replace the fusion and the output module; it publishes no widths, module counts or r.
+``python tools/search_lhp_presets.py`` finds the layouts: for families of (widths, stem width,
+SCAF ratio r, iterative head on/off; large: widths 40.., stem 32, r 4/8; small: widths
+16/20/24/30.., stem 16, r 2/4/8) it counts built Keras graphs with
+:mod:`lhp_tf.model.flops`, extrapolates exactly to every modules-per-stage tuple up to
+(4, 8, 4) (costs add up per module) and prints the candidates closest to both figures.
+
+* ``lhp-large``: exactly the Lite-HRNet-30 layout ((3, 8, 3) modules, widths 40..320, stem 32,
+  CRW ratio 8) with SCAF r = 4 and the MR head on the stage outputs (no iterative head):
+  1.493M params (-1.1%), 30.19 mmcv MFLOPs (-0.3%). The paper-order SCAF (multiply, then
+  resize) is what makes the FLOPs land: REFERENCE section 2's worked estimate predicted this
+  layout from the parameter count alone.
+* ``lhp-small``: no official layout fits; the closest of the 4 candidates within 3% is widths
+  (24, 48, 96, 192), stem 16, modules (2, 3, 1), SCAF r = 2, iterative head kept, MR head:
+  0.369M params (-0.3%), 10.22 mmcv MFLOPs (-0.3%). (Runner-up: widths 24.., modules
+  (1, 1, 4), r = 8, no iterative head, 0.367M / 10.41.)
+
+The paper's own settings remain unknown; both presets are labelled as our reconstruction.
 """
 
 from __future__ import annotations
@@ -24,6 +36,9 @@ from lhp_tf.config import ModelConfig
 from lhp_tf.errors import LhpError
 
 FUSION_KINDS = ("pointwise", "bottleneck", "group", "scaf")
+#: Block types, in network order; every layer name starts with one of them (the FLOPs
+#: breakdown and the QAT weight transfer rely on it).
+BLOCK_TYPES = ("stem", "transition", "ccw", "fusion", "head")
 HEAD_KINDS = ("v1", "v2", "mr")
 
 
@@ -73,8 +88,8 @@ PRESETS: dict[str, _Preset] = {
     "lite-hrnet-30": _Preset(modules=(3, 8, 3)),
     "lhp-large": _Preset(modules=(3, 8, 3), fusion="scaf", scaf_ratio=4, head="mr",
                          iterative_head=False),
-    "lhp-small": _Preset(stem_channels=16, channels=(20, 40, 80, 160), modules=(2, 4, 2),
-                         fusion="scaf", scaf_ratio=4, head="mr", iterative_head=False),
+    "lhp-small": _Preset(stem_channels=16, channels=(24, 48, 96, 192), modules=(2, 3, 1),
+                         fusion="scaf", scaf_ratio=2, head="mr", iterative_head=True),
 }
 
 #: ModelConfig keys that override the preset field of the same name.

@@ -1,0 +1,92 @@
+"""``lhp quantize``: post-training int8 (optionally selective), drift report, QAT.
+
+    lhp quantize ptq   CKPT -o model.tflite [--keep-float N | --denylist a,b]
+    lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --keep-float N] [--json]
+    lhp quantize qat   CKPT --epochs N -o model.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="trained model, e.g. runs/x/best.keras (recipe.yaml beside it)")
+    p.add_argument("--recipe", default=None, help="recipe the checkpoint was trained with")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override")
+    p.add_argument("--calib-samples", type=int, default=None,
+                   help="calibration images from the training split (default: export.calib_samples)")
+
+
+def _selective(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-float", type=int, default=0, metavar="N",
+                   help="keep the N Keras layers with the worst int8 error in float")
+    p.add_argument("--denylist", default="", metavar="LAYER,LAYER",
+                   help="Keras layer names to keep in float")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lhp quantize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    p = sub.add_parser("ptq", help="post-training full-integer int8, optionally with float layers")
+    _common(p)
+    _selective(p)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--debug-samples", type=int, default=32,
+                   help="calibration images the debugger compares float and int8 on (with --keep-float)")
+
+    p = sub.add_parser("drift", help="float vs int8 NME on an evaluation bundle + worst layers")
+    _common(p)
+    _selective(p)
+    p.add_argument("--data", required=True, help="evaluation bundle (.npz from 'lhp data export-eval')")
+    p.add_argument("--int8", default=None, help="measure this int8 .tflite (e.g. from QAT) instead of PTQ")
+    p.add_argument("--debug-samples", type=int, default=32, help="bundle images for the per-layer debugger")
+    p.add_argument("--top", type=int, default=10, help="worst layers to list")
+    p.add_argument("--save-dir", default=None, help="keep the float/int8 .tflite files compared here")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--check", action="store_true", help="exit 1 when the drift is over budget")
+
+    p = sub.add_parser("qat", help="quantisation-aware fine-tuning (tfmot, tf_keras) -> int8 .tflite")
+    _common(p)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: train.lr / 100)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of each epoch")
+    p.add_argument("--max-samples", type=int, default=None, help="train on the first N training samples only")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    denylist = [d for d in getattr(args, "denylist", "").split(",") if d]
+    if args.action == "ptq":
+        from .ptq import post_training_int8
+
+        out, kept = post_training_int8(args.checkpoint, args.output, recipe=args.recipe, overrides=args.overrides,
+                                       calib_samples=args.calib_samples, keep_float=args.keep_float,
+                                       denylist=denylist, debug_samples=args.debug_samples)
+        print(f"wrote {out}" + (f" (float layers: {', '.join(kept)})" if kept else ""))
+        return 0
+    if args.action == "drift":
+        from .drift import drift_report, format_drift
+
+        report = drift_report(args.checkpoint, args.data, recipe=args.recipe, overrides=args.overrides,
+                              calib_samples=args.calib_samples, int8_model=args.int8,
+                              keep_float=args.keep_float, denylist=denylist,
+                              debug_samples=args.debug_samples, top=args.top, save_dir=args.save_dir)
+        print(json.dumps(report, indent=2) if args.json else format_drift(report))
+        return 1 if args.check and not report["within_tolerance"] else 0
+    from .qat import quantization_aware_training
+
+    out = quantization_aware_training(args.checkpoint, args.output, epochs=args.epochs, recipe=args.recipe,
+                                      overrides=args.overrides, lr=args.lr, steps_per_epoch=args.steps_per_epoch,
+                                      max_samples=args.max_samples, calib_samples=args.calib_samples)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,139 @@
+"""``lhp quantize qat``: fine-tune a trained checkpoint with fake quantisation, export int8.
+
+tensorflow-model-optimization 0.8.1 only wraps tf_keras models, and a process picks its Keras
+at first import, so the fine-tuning runs in a child process started with
+``TF_USE_LEGACY_KERAS=1`` (``python -m lhp_tf.quantize.qat``). The parent (Keras 3) loads the
+checkpoint and hands over its weights by layer name in an ``.npz`` and the resolved recipe;
+the child rebuilds the SAME architecture from the same model code (``lhp_tf.model.kbackend``
+switches to tf_keras), annotates it (``qat_model``), trains N epochs on the recipe's training
+pipeline with the recipe's heatmap loss on logits, then rebuilds the QAT model at batch 1,
+appends the heatmap activation and converts it to full-integer int8 with the same converter
+code and metadata as ``lhp convert``. The sigmoid after the last fake-quant needs no range of
+its own: int8 LOGISTIC has a fixed output scale (1/256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from lhp_tf.errors import LhpError, run_main
+
+
+def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], epochs: int,
+                                recipe: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
+                                lr: float | None = None, steps_per_epoch: int | None = None,
+                                max_samples: int | None = None, calib_samples: int | None = None) -> Path:
+    """Parent side: export weights + recipe, run the tf_keras child, return the written .tflite."""
+    from lhp_tf.converters.inference_model import load_checkpoint
+    from lhp_tf.converters.run_folder import find_recipe
+
+    from lhp_tf.config import dump_recipe
+
+    from .qat_model import save_layer_weights
+
+    if epochs <= 0:
+        raise LhpError(f"--epochs {epochs}: must be > 0")
+    rec = find_recipe(checkpoint, recipe, overrides)
+    trained = load_checkpoint(checkpoint)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".lhp_qat_", dir=out.parent) as tmp:
+        weights = Path(tmp) / "weights.npz"
+        save_layer_weights(trained, weights)
+        recipe_file = Path(tmp) / "recipe.yaml"
+        recipe_file.write_text(dump_recipe(rec))
+        cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--weights", str(weights),
+               "--epochs", str(epochs), "-o", str(out), "--checkpoint", str(checkpoint)]
+        for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
+                            ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+        proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise LhpError(f"{checkpoint}: quantisation-aware training failed (child exit {proc.returncode}); "
+                       "see its messages above")
+    return out
+
+
+def _train(recipe: object, model: object, epochs: int, lr: float, steps_per_epoch: int | None,
+           max_samples: int | None) -> None:
+    import tensorflow as tf
+
+    from lhp_tf.data.datasets import read_split
+    from lhp_tf.data.pipeline import train_dataset
+    from lhp_tf.losses import per_sample_loss
+    from lhp_tf.model.kbackend import keras
+
+    samples = read_split(recipe.data, recipe.data.train_split)
+    if max_samples is not None:
+        samples = samples[:max_samples]
+    optimizer = keras.optimizers.Adam(lr)
+    kind = recipe.train.loss
+
+    @tf.function
+    def step(images: tf.Tensor, targets: dict) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = tf.reduce_mean(per_sample_loss(kind, targets, logits))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for images, targets in train_dataset(recipe, samples, recipe.train.seed, epoch):
+            total += float(step(images, targets))
+            count += 1
+            if steps_per_epoch is not None and count >= steps_per_epoch:
+                break
+        print(f"qat epoch {epoch + 1}/{epochs}: loss {total / max(count, 1):.6f} ({count} steps)", flush=True)
+
+
+def child_main(argv: Sequence[str]) -> int:
+    """Child side (tf_keras): build, load, annotate, fine-tune, convert to int8 with metadata."""
+    p = argparse.ArgumentParser(prog="python -m lhp_tf.quantize.qat")
+    p.add_argument("recipe")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--checkpoint", default="")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--calib-samples", type=int, default=None)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from lhp_tf.converters.tflite import convert_tflite, representative_dataset, write_bytes
+
+    from lhp_tf.config import load_recipe
+    from lhp_tf.model.network import with_heatmap_activation
+
+    from .calibration import calibration_images
+    from .qat_model import build_qat_model, require_legacy
+
+    require_legacy()
+    rec = load_recipe(args.recipe)
+    model = build_qat_model(rec, args.weights, batch_size=None)
+    lr = args.lr if args.lr is not None else rec.train.lr / 100.0
+    _train(rec, model, args.epochs, lr, args.steps_per_epoch, args.max_samples)
+    fixed = build_qat_model(rec, args.weights, batch_size=1)
+    fixed.set_weights(model.get_weights())
+    deploy = with_heatmap_activation(fixed, rec.train.loss)
+    # Ranges come from the fake-quant nodes; the converter still wants sample inputs for int8 I/O.
+    calib = calibration_images(rec, args.calib_samples or min(rec.export.calib_samples, 32))
+    data = convert_tflite(deploy, rec, "int8", representative_dataset(calib),
+                          extra_metadata={"qat_epochs": args.epochs, "qat_from": args.checkpoint})
+    write_bytes(args.output, data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(child_main, prog="python -m lhp_tf.quantize.qat"))

@@ -152,7 +152,31 @@ def prediction_grid(images: Sequence[Path], out: Path, columns: int = 3) -> Path
     return out
 
 
-def run(out: Path, p: DemoPlan, say: Callable[[str], None] = print) -> dict[str, Any]:
+def _default_photo() -> Path | None:
+    """The repository's public-domain test portrait (tests/assets/README.md), when present."""
+    photo = Path(__file__).resolve().parents[1] / "tests" / "assets" / "astronaut.jpg"
+    return photo if photo.is_file() else None
+
+
+def predict_photo(model: Path, photo: Path, out: Path) -> int:
+    """``lhp predict`` on one real photo with the exported model; returns the number of faces."""
+    import cv2
+
+    from lhp_tf.checkpoint import atomic_write
+    from lhp_tf.inference import LandmarkDetector
+    from lhp_tf.predict import draw_faces, read_image
+
+    image = read_image(photo)
+    faces = LandmarkDetector.from_path(model)(image)
+    ok, buf = cv2.imencode(".png", draw_faces(image, faces))
+    if not ok:
+        raise LhpError(f"{out}: OpenCV could not encode the photo prediction")
+    atomic_write(out, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    return len(faces)
+
+
+def run(out: Path, p: DemoPlan, say: Callable[[str], None] = print,
+        photo: Path | None = None) -> dict[str, Any]:
     """Run every step of ``p`` into ``out``; returns the summary also written to ``report.json``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from lhp_tf.bench import benchmark
@@ -194,6 +218,11 @@ def run(out: Path, p: DemoPlan, say: Callable[[str], None] = print) -> dict[str,
                              warmup=min(10, s["bench_runs"]))
         _write_json(out / "bench" / f"{q}.json", bench[q])
 
+    photo_faces = None
+    if photo is not None:
+        clock.step(f"landmarks on a real photo with the int8 model (lhp predict {photo.name})")
+        photo_faces = predict_photo(models["int8"], photo, out / "photo.png")
+
     clock.step("report")
     grid = prediction_grid(sorted((out / "eval").glob("sample_*.png")), out / "predictions.png")
     clock.done()
@@ -205,7 +234,9 @@ def run(out: Path, p: DemoPlan, say: Callable[[str], None] = print) -> dict[str,
         "files": {"checkpoint": "run/best.keras", "eval": "eval/eval.json", "ced": "eval/ced.png",
                   "predictions": "predictions.png" if grid else None, "bundle": bundle.name,
                   "float": str(models["float"].relative_to(out)), "int8": str(models["int8"].relative_to(out)),
-                  "bench_float": "bench/float.json", "bench_int8": "bench/int8.json"},
+                  "bench_float": "bench/float.json", "bench_int8": "bench/int8.json",
+                  "photo": "photo.png" if photo_faces is not None else None},
+        "photo": None if photo is None else {"source": str(photo), "faces": photo_faces},
     }
     _write_json(out / "report.json", summary)
     from lhp_tf.checkpoint import atomic_write_text
@@ -276,6 +307,10 @@ def render_report(out: Path) -> str:
     ]
     if files.get("predictions"):
         lines += ["Predictions (red) and ground truth (green):", "", f"![predictions]({files['predictions']})", ""]
+    if files.get("photo"):
+        ph = summary["photo"]
+        lines += [f"The int8 model on a real photo (`{Path(ph['source']).name}`, {ph['faces']} face(s) found "
+                  "by the bundled BlazeFace detector):", "", f"![photo]({files['photo']})", ""]
     lines += [
         "## Files",
         "",
@@ -310,6 +345,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="a real 300W or WFLW folder instead of synthetic faces")
     p.add_argument("--format", choices=("300w", "wflw"), default="300w", help="format of --data-root")
     p.add_argument("--epochs", type=int, help="training epochs (learning-rate steps scale along)")
+    p.add_argument("--photo", help="a photo to put landmarks on at the end (default: the "
+                                   "repository's public-domain test portrait, when present)")
     return p
 
 
@@ -319,8 +356,11 @@ def main(argv: Sequence[str]) -> int:
     if (out / "run" / "state.npz").exists() or (out / "report.json").exists():
         raise LhpError(f"{out}: already holds a demo run; choose another --out or remove it")
     p = plan(out, args.quick, args.recipe, args.data_root, args.format, args.epochs)
+    photo = Path(args.photo) if args.photo else _default_photo()
+    if photo is not None and not photo.is_file():
+        raise LhpError(f"--photo {photo}: no such file")
     out.mkdir(parents=True, exist_ok=True)
-    run(out, p)
+    run(out, p, photo=photo)
     print(f"\nreport: {out / 'README.md'}")
     return 0
 

@@ -211,20 +211,15 @@ def _write_figures(out: Path, recipe: Recipe, result: dict[str, Any],
     import cv2
 
     from lhp_tf.checkpoint import atomic_write_text
-    from lhp_tf.data.datasets import dataset_root
     from lhp_tf.report_plots import draw_ced, draw_landmarks
 
     out.mkdir(parents=True, exist_ok=True)
     draw_ced(out / "ced.png", curves, result["threshold"],
              title=f"CED {recipe.name} ({result['decoder']})")
-    root = dataset_root(recipe.data)
     step = max(1, len(keys) // max(1, num_images))
     for j, i in enumerate(range(0, len(keys), step)[:num_images]):
         s = unique[keys[i]]
-        path = Path(s.image_path)
-        if not path.is_absolute():
-            path = root / path
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        image = cv2.imread(s.image_path, cv2.IMREAD_COLOR)  # the path the pipeline read
         if image is None:
             continue
         draw_landmarks(out / f"sample_{j:02d}.png", image, allp.pred[i], allp.truth[i], s.box)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="worst layers to list")
     p.add_argument("--save-dir", default=None, help="keep the float/int8 .tflite files compared here")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--report", default=None, metavar="PATH", help="also write the JSON report to PATH")
     p.add_argument("--check", action="store_true", help="exit 1 when the drift is over budget")
 
     p = sub.add_parser("qat", help="quantisation-aware fine-tuning (tfmot, tf_keras) -> int8 .tflite")
@@ -81,6 +82,10 @@ def main(argv: Sequence[str]) -> int:
                               calib_samples=args.calib_samples, int8_model=args.int8,
                               keep_float=args.keep_float, denylist=denylist,
                               debug_samples=args.debug_samples, top=args.top, save_dir=args.save_dir)
+        if args.report:
+            from lhp_tf.checkpoint import atomic_write_text
+
+            atomic_write_text(args.report, json.dumps(report, indent=2))
         print(json.dumps(report, indent=2) if args.json else format_drift(report))
         return 1 if args.check and not report["within_tolerance"] else 0
     from .qat import quantization_aware_training

@@ -177,3 +177,14 @@ def test_bad_quant_and_format_are_clear_errors(tmp_path: Path) -> None:
 
     with pytest.raises(LhpError, match="--to"):
         export_checkpoint(tmp_path / "x.keras", tmp_path / "x.bin", to="coreml")
+
+
+@pytest.mark.slow
+def test_saved_model_export_serves_heatmaps(run: Path, images: np.ndarray) -> None:
+    import tensorflow as tf
+    from lhp_tf.converters.export import export_checkpoint
+
+    folder = export_checkpoint(run, run.parent / "saved_model", to="saved_model")
+    served = tf.saved_model.load(str(folder)).serve(images[:1].astype(np.float32) / 255.0)
+    np.testing.assert_allclose(np.asarray(served), _keras_heatmaps(run, images[:1]), atol=1e-5)
+    assert not [p for p in run.parent.iterdir() if p.name.startswith(".saved_model")]

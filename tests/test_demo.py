@@ -75,7 +75,7 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys) -> None:
     for rel in ("eval/ced.png", "predictions.png", "run/best.keras", "eval_bundle.npz",
                 summary["files"]["float"], summary["files"]["int8"]):
         assert (out / rel).is_file(), rel
-        assert f"]({rel})" in report or f"`{rel}`" in report or rel.startswith(("run/", "eval_"))
+        assert f"]({rel})" in report or f"`{rel}`" in report, rel
     assert bf["quant"] == "float" and bi["quant"] == "int8"
 
     # accuracy table: every figure is the JSON's, rounded
@@ -94,6 +94,10 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys) -> None:
         assert cells[1:6] == [str(ev["params"]), f"{ev['mflops']:.2f}",
                               *(f"{b['latency_ms'][k]:.3f}" for k in ("mean", "p50", "p90"))]
     assert 0.1e6 < ev["params"] < 1e6 and 1 < ev["mflops"] < 30  # lhp-small
+
+    # the demo's own photo step (the repository's test portrait) and its report entry
+    assert summary["photo"] == {"source": str(PHOTO), "faces": 1}
+    assert (out / "photo.png").is_file() and "![photo](photo.png)" in report
 
     # the trained int8 model on a real photo: face found, 68 points inside the face box
     import cv2

@@ -24,6 +24,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def bundle(run: Path) -> Path:
     from lhp_tf.converters.run_folder import find_recipe
+
     from lhp_tf.data.bundle import build_bundle, write_bundle
 
     rec = find_recipe(run)
@@ -52,6 +53,7 @@ def test_tensor_names_map_back_to_keras_layers() -> None:
 @pytest.mark.slow
 def test_drift_report_with_one_layer_kept_float(run: Path, bundle: Path, tmp_path: Path) -> None:
     from lhp_tf.quantize.drift import drift_report, format_drift
+
     from lhp_tf.runtime import TFLiteModel, op_delegation
     from lhp_tf.tflite_metadata import read_metadata
 

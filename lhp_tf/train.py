@@ -19,6 +19,7 @@ for no / mirrored / multi-worker distribution, and the run state under our contr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from lhp_tf.checkpoint import (
 )
 from lhp_tf.config import Recipe, dump_recipe, load_recipe
 from lhp_tf.errors import LhpError
+from lhp_tf.model.presets import pinned
 
 
 def learning_rate(recipe: Recipe, epoch: int) -> float:
@@ -138,7 +140,8 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     chief = is_chief()
     if chief:
         workdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(workdir / "recipe.yaml", dump_recipe(recipe))
+        pinned_model = pinned(recipe.model, recipe.num_landmarks)
+        atomic_write_text(workdir / "recipe.yaml", dump_recipe(dataclasses.replace(recipe, model=pinned_model)))
 
     configure_tf(recipe)
     strategy = make_strategy(recipe.train.distribute)

@@ -185,6 +185,7 @@ def test_saved_model_export_serves_heatmaps(run: Path, images: np.ndarray) -> No
     from lhp_tf.converters.export import export_checkpoint
 
     folder = export_checkpoint(run, run.parent / "saved_model", to="saved_model")
-    served = tf.saved_model.load(str(folder)).serve(images[:1].astype(np.float32) / 255.0)
+    loaded = tf.saved_model.load(str(folder))  # keep a reference: it owns the variables
+    served = loaded.serve(images[:1].astype(np.float32) / 255.0)
     np.testing.assert_allclose(np.asarray(served), _keras_heatmaps(run, images[:1]), atol=1e-5)
     assert not [p for p in run.parent.iterdir() if p.name.startswith(".saved_model")]

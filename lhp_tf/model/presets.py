@@ -115,6 +115,15 @@ def resolve(cfg: ModelConfig, num_landmarks: int) -> ArchSpec:
     return spec
 
 
+def pinned(cfg: ModelConfig, num_landmarks: int) -> ModelConfig:
+    """``cfg`` with every architecture key filled in from its preset.
+
+    A run folder stores this form, so its checkpoint still builds after a preset changes.
+    """
+    spec = resolve(cfg, num_landmarks)
+    return dataclasses.replace(cfg, **{key: getattr(spec, key) for key in _OVERRIDES})
+
+
 def validate(spec: ArchSpec) -> None:
     """Reject layouts that cannot build, naming the recipe key at fault."""
     def bad(key: str, why: str) -> LhpError:

@@ -15,6 +15,8 @@ import numpy as np
 TINY_OVERRIDES = (
     "model.modules=[1,1,1]", "model.blocks=[1,1,1]", "model.input_size=[64,64]",
     "data.synthetic.num=24", "data.synthetic.image_size=128", "export.calib_samples=8",
+    # BCE, the paper's loss, so exports carry the appended sigmoid the tests check for.
+    "train.loss=bce",
 )
 
 

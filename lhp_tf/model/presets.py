@@ -43,12 +43,9 @@ HEAD_KINDS = ("v1", "v2", "mr")
 
 
 @dataclass(frozen=True)
-class ArchSpec:
-    """Everything :func:`lhp_tf.model.network.build_model` needs, fully resolved."""
+class Layout:
+    """What a preset fixes (defaults: the official Lite-HRNet-18); recipe keys of the same name override it."""
 
-    name: str
-    num_landmarks: int
-    input_size: tuple[int, int] = (96, 96)
     stem_channels: int = 32
     channels: tuple[int, ...] = (40, 80, 160, 320)
     modules: tuple[int, ...] = (2, 4, 2)
@@ -61,41 +58,32 @@ class ArchSpec:
     bottleneck_ratio: int = 4
     head: str = "v1"
     iterative_head: bool = True
+
+
+@dataclass(frozen=True)
+class ArchSpec(Layout):
+    """Everything :func:`lhp_tf.model.network.build_model` needs, fully resolved."""
+
+    name: str = ""
+    num_landmarks: int = 0
+    input_size: tuple[int, int] = (96, 96)
 
     @property
     def num_stages(self) -> int:
         return len(self.modules)
 
 
-@dataclass(frozen=True)
-class _Preset:
-    stem_channels: int = 32
-    channels: tuple[int, ...] = (40, 80, 160, 320)
-    modules: tuple[int, ...] = (2, 4, 2)
-    blocks: tuple[int, ...] = (2, 2, 2)
-    reduce_ratio: int = 8
-    fusion: str = "pointwise"
-    scaf_ratio: int = 4
-    scaf_resize_first: bool = False
-    fusion_groups: int = 4
-    bottleneck_ratio: int = 4
-    head: str = "v1"
-    iterative_head: bool = True
-
-
-PRESETS: dict[str, _Preset] = {
-    "lite-hrnet-18": _Preset(modules=(2, 4, 2)),
-    "lite-hrnet-30": _Preset(modules=(3, 8, 3)),
-    "lhp-large": _Preset(modules=(3, 8, 3), fusion="scaf", scaf_ratio=4, head="mr",
+PRESETS: dict[str, Layout] = {
+    "lite-hrnet-18": Layout(modules=(2, 4, 2)),
+    "lite-hrnet-30": Layout(modules=(3, 8, 3)),
+    "lhp-large": Layout(modules=(3, 8, 3), fusion="scaf", scaf_ratio=4, head="mr",
                          iterative_head=False),
-    "lhp-small": _Preset(stem_channels=16, channels=(24, 48, 96, 192), modules=(2, 3, 1),
+    "lhp-small": Layout(stem_channels=16, channels=(24, 48, 96, 192), modules=(2, 3, 1),
                          fusion="scaf", scaf_ratio=2, head="mr", iterative_head=True),
 }
 
 #: ModelConfig keys that override the preset field of the same name.
-_OVERRIDES = ("stem_channels", "channels", "modules", "blocks", "reduce_ratio", "fusion",
-              "scaf_ratio", "scaf_resize_first", "fusion_groups", "bottleneck_ratio", "head",
-              "iterative_head")
+_OVERRIDES = tuple(f.name for f in dataclasses.fields(Layout))
 
 
 def resolve(cfg: ModelConfig, num_landmarks: int) -> ArchSpec:

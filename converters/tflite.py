@@ -24,7 +24,8 @@ which a board's preprocessing handles with the input tensor's scale and zero poi
 made in two steps, calibration then quantisation (what ``TFLiteConverter.convert`` does
 internally), so that :func:`unify_same_scale_ranges` can repair the calibrated ranges in
 between; the quantisation debugger and selective quantisation start from the same calibrated
-model. Int16x8
+model. The float MULs the quantiser leaves behind are then made int8
+(:mod:`lhp_tf.converters.int8_islands`). Int16x8
 (16-bit activations, 8-bit weights) is an accuracy reference: XNNPACK does not run it, and it
 keeps float input and output.
 """
@@ -41,6 +42,8 @@ from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
 
 from .inference_model import heatmap_activation
+from .int8_islands import fold_float_islands
+from .range_calibration import CALIBRATIONS, mse_ranges
 
 QUANT_MODES = ("float", "int8", "int16x8")
 
@@ -243,14 +246,18 @@ def _widen_degenerate_conv_ranges(model: Any, names: dict[int, str]) -> None:
                 q_out.max = [float(q_out.max[0]) + extra]
 
 
-def calibrated_converter(model: Any, representative: RepresentativeDataset) -> Any:
-    """A converter whose ``convert()`` returns the calibrated float model, ranges unified.
+def calibrated_converter(model: Any, representative: RepresentativeDataset, calibration: str = "minmax") -> Any:
+    """A converter whose ``convert()`` returns the calibrated float model, ranges repaired.
 
     ``tf.lite.experimental.QuantizationDebugger`` and :func:`quantize_full_integer` both
-    quantise from this, so the same-scale fix applies to every int8 model we write.
+    quantise from this, so the range choice (``calibration``: ``minmax`` or ``mse``, see
+    :mod:`lhp_tf.converters.range_calibration`) and the same-scale fix apply to every int8
+    model we write.
     """
     import tensorflow as tf
 
+    if calibration not in CALIBRATIONS:
+        raise LhpError(f"calibration {calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
     converter = make_converter(model, "float")
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
@@ -259,6 +266,8 @@ def calibrated_converter(model: Any, representative: RepresentativeDataset) -> A
     def convert() -> bytes:
         data = plain_convert()
         if getattr(converter, "_experimental_calibrate_only", False):
+            if calibration == "mse":
+                data = mse_ranges(data, representative)[0]
             data = unify_same_scale_ranges(data)
         return data
 
@@ -267,33 +276,39 @@ def calibrated_converter(model: Any, representative: RepresentativeDataset) -> A
 
 
 def quantize_full_integer(model: Any, representative: RepresentativeDataset,
-                          denylisted_nodes: Sequence[str] = ()) -> bytes:
+                          denylisted_nodes: Sequence[str] = (), calibration: str = "minmax") -> bytes:
     """Full-integer int8 (int8 input and output); ``denylisted_nodes`` stay float inside."""
     import tensorflow as tf
     from tensorflow.lite.python import convert as tflite_convert
 
-    converter = calibrated_converter(model, representative)
+    converter = calibrated_converter(model, representative, calibration)
     converter._experimental_calibrate_only = True
     converter.experimental_mlir_quantizer = True
     calibrated = converter.convert()
-    return tflite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
-                                        output_data_type=tf.int8,
-                                        denylisted_nodes=list(denylisted_nodes) or None)
+    quantized = tflite_convert.mlir_quantize(calibrated, fully_quantize=True, input_data_type=tf.int8,
+                                             output_data_type=tf.int8,
+                                             denylisted_nodes=list(denylisted_nodes) or None)
+    return fold_float_islands(quantized, keep_float=denylisted_nodes)[0]
 
 
 def convert_tflite(model: Any, recipe: Recipe, quant: str,
                    representative: RepresentativeDataset | None = None,
-                   extra_metadata: dict[str, Any] | None = None) -> bytes:
-    """The .tflite bytes of ``model`` (already batch 1, heatmap space) with metadata embedded."""
+                   extra_metadata: dict[str, Any] | None = None, calibration: str | None = None) -> bytes:
+    """The .tflite bytes of ``model`` (already batch 1, heatmap space) with metadata embedded.
+
+    ``calibration`` overrides the recipe's ``export.calibration`` (QAT models keep the ranges
+    their fake-quant nodes learned: ``minmax``).
+    """
     from lhp_tf.tflite_metadata import embed_metadata
 
+    meta = metadata_for(recipe, quant)
     if quant == "int8":
         if representative is None:
             raise LhpError("--quant int8: needs calibration images (a representative dataset)")
-        data = quantize_full_integer(model, representative)
+        meta["calibration"] = calibration or recipe.export.calibration
+        data = quantize_full_integer(model, representative, calibration=meta["calibration"])
     else:
         data = make_converter(model, quant, representative).convert()
-    meta = metadata_for(recipe, quant)
     meta.update(extra_metadata or {})
     return embed_metadata(data, meta)
 

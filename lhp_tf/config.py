@@ -139,6 +139,9 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     calib_samples: int = 200
+    #: int8 activation ranges: ``mse`` (error-minimising, lhp_tf.converters.range_calibration) or
+    #: ``minmax`` (TFLite's default)
+    calibration: Literal["minmax", "mse"] = "mse"
     quant: Literal["float", "int8", "int16x8"] = "int8"
 
 

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: train.lr / 100)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: the rate the recipe's schedule ends at)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of each epoch")
     p.add_argument("--max-samples", type=int, default=None, help="train on the first N training samples only")
     return parser

@@ -77,7 +77,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
         kept: list[str] = []
         if int8_model is not None:
             int8_path = Path(int8_model)
-            errors = layer_errors(debugger(model, representative, debug_images), names)
+            errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration), names)
         elif keep_float or denylist:
             data_bytes, kept, errors = selective_int8(model, rec, representative, debug_images, keep_float, denylist)
             int8_path = out / "int8_selective.tflite"
@@ -85,7 +85,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
         else:
             int8_path = out / "int8.tflite"
             write_bytes(int8_path, convert_tflite(model, rec, "int8", representative))
-            errors = layer_errors(debugger(model, representative, debug_images), names)
+            errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration), names)
         decoder = rec.eval.decoder
         float_nme, float_pred = score_tflite(float_path, bundle, decoder)
         int8_nme, int8_pred = score_tflite(int8_path, bundle, decoder)
@@ -96,6 +96,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
         "checkpoint": str(checkpoint), "data": str(data), "images": int(len(bundle["images"])),
         "int8_model": str(int8_model) if int8_model is not None else None,
         "calib_samples": int(len(calib)), "debug_samples": int(len(debug_images)),
+        "calibration": rec.export.calibration if int8_model is None else None,
         "float_layers": kept, "decoder": decoder,
         "float_nme": float_nme, "int8_nme": int8_nme, "drift_points": int8_nme - float_nme,
         "drift_relative": (int8_nme - float_nme) / float_nme if float_nme > 0 else None,
@@ -109,9 +110,10 @@ def format_drift(r: dict[str, Any]) -> str:
     """Human-readable version of :func:`drift_report`."""
     rel = f"{100 * r['drift_relative']:+.2f} %" if r["drift_relative"] is not None else "n/a"
     verdict = "OK" if r["within_tolerance"] else "OVER BUDGET"
+    ptq = f"post-training, {r['calib_samples']} calibration images, {r['calibration']} ranges"
     lines = [
         f"checkpoint {r['checkpoint']}  data {r['data']} ({r['images']} images, decoder {r['decoder']})",
-        f"int8       {r['int8_model'] or 'post-training, ' + str(r['calib_samples']) + ' calibration images'}"
+        f"int8       {r['int8_model'] or ptq}"
         + (f", float layers: {', '.join(r['float_layers'])}" if r["float_layers"] else ""),
         f"NME float {r['float_nme']:.4f} %  int8 {r['int8_nme']:.4f} %  drift {r['drift_points']:+.4f} points "
         f"({rel}); budget {r['tolerance_points']:.4f}: {verdict}",

@@ -58,8 +58,9 @@ def keras_layer_of(tensor_name: str, layer_names: Iterable[str]) -> str:
 
 
 def debugger(model: Any, representative: Any, debug_images: Iterable[np.ndarray],
-             denylisted_nodes: Sequence[str] = ()) -> Any:
-    """A ``QuantizationDebugger`` of ``model`` calibrated with ``representative``."""
+             denylisted_nodes: Sequence[str] = (), calibration: str = "minmax") -> Any:
+    """A ``QuantizationDebugger`` of ``model`` calibrated with ``representative`` (``calibration``
+    as for the int8 model it explains)."""
     import tensorflow as tf
     from lhp_tf.converters.tflite import calibrated_converter
 
@@ -69,7 +70,7 @@ def debugger(model: Any, representative: Any, debug_images: Iterable[np.ndarray]
         for img in frozen:
             yield [img[None]]
 
-    converter = calibrated_converter(model, representative)
+    converter = calibrated_converter(model, representative, calibration)
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=list(denylisted_nodes) or None, fully_quantize=True)
     return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=debug_dataset,

@@ -49,12 +49,14 @@ def selective_int8(model: Any, recipe: Recipe, representative: Any, debug_images
     if unknown:
         raise LhpError(f"--denylist: no layer named {', '.join(unknown)} in the model "
                        f"(layer names start with stem, transition, ccw, fusion or head)")
-    errors = layer_errors(debugger(model, representative, debug_images), names)
+    errors = layer_errors(debugger(model, representative, debug_images, calibration=recipe.export.calibration), names)
     keep = list(dict.fromkeys([*denylist, *worst_layers(errors, keep_float)]))
     nodes = tensors_of(errors, keep)
     if keep and not nodes:
         raise LhpError(f"none of the layers {', '.join(keep)} has a quantised tensor to keep in float")
-    data = quantize_full_integer(model, representative, denylisted_nodes=nodes)
+    data = quantize_full_integer(model, representative, denylisted_nodes=nodes,
+                                calibration=recipe.export.calibration)
     meta = metadata_for(recipe, "int8")
     meta["float_layers"] = keep
+    meta["calibration"] = recipe.export.calibration
     return embed_metadata(data, meta), keep, errors

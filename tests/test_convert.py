@@ -71,6 +71,7 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
         assert meta["flip_permutation"] == flip_permutation(68).tolist()
         assert meta["input_scale"] == pytest.approx(1 / 255)
         assert meta["dataset_format"] == "300w" and meta["arch"] == "lhp-small"
+        assert meta.get("calibration") == ("mse" if quant == "int8" else None)
 
 
 @pytest.mark.slow
@@ -84,6 +85,73 @@ def test_batch_one_dtypes_and_full_xnnpack_delegation(converted: dict[str, Path]
         assert model.input_dtype == dtype and model.output_dtype == dtype
         ops = op_delegation(converted[quant])
         assert ops["delegated"] == ops["total"], (quant, ops)
+    assert _float_ops(converted["int8"]) == [], "int8 must be full-integer inside too"
+
+
+def _float_ops(path: Path | bytes) -> list[str]:
+    """Ops of a .tflite that compute in float or convert to/from it (DEQUANTIZE, float QUANTIZE)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=path) if isinstance(path, bytes) else Interpreter(model_path=str(path))
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    return [op["op_name"] for op in interpreter._get_ops_details()
+            if any(dtypes.get(t) == np.float32 for t in (*op["inputs"], *op["outputs"]) if t >= 0)]
+
+
+@pytest.mark.slow
+def test_float_islands_left_by_the_quantiser_become_int8() -> None:
+    """One CCW block: the lowest branch's cross-resolution MUL comes out of TF's quantiser in float."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+    from lhp_tf.converters.inference_model import xnnpack_friendly
+    from lhp_tf.converters.int8_islands import fold_float_islands
+    from lhp_tf.converters.tflite import calibrated_converter, representative_dataset
+    from tensorflow.lite.python import convert as tflite_convert
+
+    from lhp_tf.model.ccw import ccw_block
+    from lhp_tf.model.kbackend import keras
+
+    inp = keras.Input((24, 24, 3), batch_size=1)
+    x0 = keras.layers.Conv2D(8, 1, activation="relu")(inp)
+    x1 = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+    ys = ccw_block([x0, x1], 8, "ccw")
+    model = xnnpack_friendly(keras.Model(inp, [keras.layers.Conv2D(4, 1)(y) for y in ys]))
+    rng = np.random.default_rng(0)
+    images = rng.random((20, 24, 24, 3), dtype=np.float32)
+    converter = calibrated_converter(model, representative_dataset(images))
+    converter._experimental_calibrate_only = True
+    converter.experimental_mlir_quantizer = True
+    raw = tflite_convert.mlir_quantize(converter.convert(), fully_quantize=True, input_data_type=tf.int8,
+                                       output_data_type=tf.int8)
+    if "MUL" not in _float_ops(raw):
+        pytest.skip("this TensorFlow's quantiser no longer leaves float MULs")
+    folded, count = fold_float_islands(raw)
+    assert count >= 1 and _float_ops(folded) == []
+
+    def outputs(data: bytes) -> list[np.ndarray]:
+        interpreter = Interpreter(model_content=data)
+        interpreter.allocate_tensors()
+        q_in = interpreter.get_input_details()[0]
+        scale, zero = q_in["quantization"]
+        result = []
+        for img in images[:5]:
+            interpreter.set_tensor(q_in["index"], np.round(img / scale + zero).astype(np.int8)[None])
+            interpreter.invoke()
+            result.append([interpreter.get_tensor(o["index"]).astype(np.int32)
+                           for o in interpreter.get_output_details()])
+        return [np.concatenate(r) for r in zip(*result, strict=True)]
+
+    for a, b in zip(outputs(raw), outputs(folded), strict=True):
+        assert np.abs(a - b).max() <= 2  # int8 steps: the float MUL vs the int8 kernel's rounding
+    kept, kept_count = fold_float_islands(raw, keep_float=[n for n in _float_tensor_names(raw)])
+    assert kept_count == 0 and "MUL" in _float_ops(kept)
+
+
+def _float_tensor_names(data: bytes) -> list[str]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    return [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
 
 
 @pytest.mark.slow
@@ -112,6 +180,17 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_keras(run: Path, images: np
     got = np.concatenate([session.run(None, {"image": images[i:i + 1].astype(np.float32) / 255.0})[0]
                           for i in range(len(images))])
     np.testing.assert_allclose(got, _keras_heatmaps(run, images), atol=1e-4)
+
+
+def test_mse_ranges_clip_outliers_but_keep_uniform_ranges() -> None:
+    from lhp_tf.converters.range_calibration import best_scale
+
+    rng = np.random.default_rng(0)
+    # a million well-behaved values and two outliers that set min/max: levels belong to the bulk
+    heavy = np.concatenate([rng.normal(0.0, 1.0, 1_000_000), [40.0, -40.0]])
+    assert best_scale(heavy, -40.0, 40.0) < 0.5
+    uniform = rng.uniform(0.0, 6.0, 20000)  # a ReLU-like tensor whose every level is used
+    assert best_scale(uniform, 0.0, float(uniform.max())) == 1.0
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,6 +40,17 @@ def test_tolerance_is_the_larger_of_points_and_percent() -> None:
     assert tolerance(10.0) == pytest.approx(0.2)
 
 
+def test_qat_rate_defaults_to_where_the_schedule_ended() -> None:
+    from lhp_tf.quantize.qat import final_lr
+
+    from lhp_tf.config import load_recipe
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    assert final_lr(load_recipe(recipes / "300w.yaml")) == pytest.approx(2e-5)  # 2e-3, x0.1 at 170 and 200
+    assert final_lr(load_recipe(recipes / "synthetic-300w.yaml")) == pytest.approx(2e-4)  # x0.1 at 9 of 10
+    assert final_lr(load_recipe(recipes / "synthetic-300w.yaml", ["train.lr_steps=[10]"])) == pytest.approx(2e-3)
+
+
 def test_tensor_names_map_back_to_keras_layers() -> None:
     from lhp_tf.quantize.layer_error import keras_layer_of
 

@@ -55,6 +55,17 @@ def board_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def export_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny trained-looking run folder (``export_fixtures.make_run``) the converter and
+    quantisation tests share: its checkpoint path; tests write their outputs beside it."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from export_fixtures import make_run
+
+    root = tmp_path_factory.mktemp("export_run")
+    return make_run(root / "run", root / "cache")
+
+
+@pytest.fixture(scope="session")
 def blob_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Known-answer float and int8 .tflite (with lhp_tf metadata) and their bundle.
 

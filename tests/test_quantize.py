@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from export_fixtures import make_run  # noqa: E402
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("quantize")
-    return make_run(root / "run", root / "cache")
+def run(export_run: Path) -> Path:
+    return export_run
 
 
 @pytest.fixture(scope="module")

@@ -75,17 +75,18 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
         float_path = out / "float.tflite"
         write_bytes(float_path, convert_tflite(model, rec, "float"))
         kept: list[str] = []
-        if int8_model is not None:
-            int8_path = Path(int8_model)
-            errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration), names)
-        elif keep_float or denylist:
+        if (keep_float or denylist) and int8_model is None:
             data_bytes, kept, errors = selective_int8(model, rec, representative, debug_images, keep_float, denylist)
             int8_path = out / "int8_selective.tflite"
             write_bytes(int8_path, data_bytes)
         else:
-            int8_path = out / "int8.tflite"
-            write_bytes(int8_path, convert_tflite(model, rec, "int8", representative))
-            errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration), names)
+            if int8_model is not None:
+                int8_path = Path(int8_model)
+            else:
+                int8_path = out / "int8.tflite"
+                write_bytes(int8_path, convert_tflite(model, rec, "int8", representative))
+            errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration),
+                                  names)
         decoder = rec.eval.decoder
         float_nme, float_pred = score_tflite(float_path, bundle, decoder)
         int8_nme, int8_pred = score_tflite(int8_path, bundle, decoder)

@@ -83,11 +83,15 @@ def test_batch_one_dtypes_and_full_xnnpack_delegation(converted: dict[str, Path]
     assert _float_ops(converted["int8"]) == [], "int8 must be full-integer inside too"
 
 
-def _float_ops(path: Path | bytes) -> list[str]:
-    """Ops of a .tflite that compute in float or convert to/from it (DEQUANTIZE, float QUANTIZE)."""
+def _interpreter(model: Path | bytes) -> object:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=path) if isinstance(path, bytes) else Interpreter(model_path=str(path))
+    return Interpreter(model_content=model) if isinstance(model, bytes) else Interpreter(model_path=str(model))
+
+
+def _float_ops(path: Path | bytes) -> list[str]:
+    """Ops of a .tflite that compute in float or convert to/from it (DEQUANTIZE, float QUANTIZE)."""
+    interpreter = _interpreter(path)
     dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
     return [op["op_name"] for op in interpreter._get_ops_details()
             if any(dtypes.get(t) == np.float32 for t in (*op["inputs"], *op["outputs"]) if t >= 0)]
@@ -97,7 +101,6 @@ def _float_ops(path: Path | bytes) -> list[str]:
 def test_float_islands_left_by_the_quantiser_become_int8() -> None:
     """One CCW block: the lowest branch's cross-resolution MUL comes out of TF's quantiser in float."""
     import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
     from lhp_tf.converters.inference_model import xnnpack_friendly
     from lhp_tf.converters.int8_islands import fold_float_islands
     from lhp_tf.converters.tflite import calibrated_converter, representative_dataset
@@ -124,7 +127,7 @@ def test_float_islands_left_by_the_quantiser_become_int8() -> None:
     assert count >= 1 and _float_ops(folded) == []
 
     def outputs(data: bytes) -> list[np.ndarray]:
-        interpreter = Interpreter(model_content=data)
+        interpreter = _interpreter(data)
         interpreter.allocate_tensors()
         q_in = interpreter.get_input_details()[0]
         scale, zero = q_in["quantization"]
@@ -143,9 +146,7 @@ def test_float_islands_left_by_the_quantiser_become_int8() -> None:
 
 
 def _float_tensor_names(data: bytes) -> list[str]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=data)
+    interpreter = _interpreter(data)
     return [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
 
 

@@ -1,8 +1,11 @@
 """Checkpoint -> deployable file in one call: what ``lhp convert`` does.
 
-Finds the recipe in the run folder, rebuilds the network at batch 1 in heatmap space, converts
-to the asked format and writes atomically. Calibration images for int8/int16x8 come from the
-recipe's training split through the evaluation preprocessing (``lhp_tf.quantize.calibration``).
+The checkpoint says what it is (its :class:`lhp_tf.spec.ModelSpec`): the network is rebuilt
+from that spec at batch 1 in heatmap space, weights move by layer name, and the .tflite
+metadata carries the spec whole. The recipe beside the checkpoint (or ``--recipe``) is read
+only for what the checkpoint cannot hold: the model's name and recipe hash for the metadata,
+and the training images that calibrate int8/int16x8 (``lhp_tf.quantize.calibration``). A float
+export needs no recipe at all; an older checkpoint without a spec needs its recipe.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import QUANT_MODES
 
 from .inference_model import inference_model, load_checkpoint
 from .run_folder import find_recipe
-from .tflite import QUANT_MODES, convert_tflite, representative_dataset, write_bytes
+from .tflite import convert_tflite, representative_dataset, write_bytes
 
 FORMATS = ("tflite", "onnx", "saved_model")
 
@@ -24,19 +28,20 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
                       quant: str | None = None, recipe: str | os.PathLike[str] | None = None,
                       overrides: Sequence[str] = (), calib_samples: int | None = None,
                       opset: int | None = None, dynamic_batch: bool = False) -> Path:
-    """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``."""
+    """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``
+    (float when no recipe is at hand)."""
     if to not in FORMATS:
         raise LhpError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
     if to != "tflite" and quant not in (None, "float"):
         raise LhpError(f"--quant {quant}: only --to tflite is quantised; {to} exports are float32")
-    rec = find_recipe(checkpoint, recipe, overrides)
-    quant = rec.export.quant if quant is None else quant
+    rec = find_recipe(checkpoint, recipe, overrides, required=False)
+    quant = (rec.export.quant if rec is not None else "float") if quant is None else quant
     if to == "tflite" and quant not in QUANT_MODES:
         raise LhpError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
     if to == "tflite" and dynamic_batch:
         raise LhpError("--dynamic-batch: TFLite exports use batch 1 (a dynamic batch breaks XNNPACK)")
-    trained = load_checkpoint(checkpoint)
-    model = inference_model(trained, rec, batch_size=None if dynamic_batch else 1, where=str(checkpoint))
+    trained, spec = load_checkpoint(checkpoint, rec)
+    model = inference_model(trained, spec, batch_size=None if dynamic_batch else 1, where=str(checkpoint))
     out = Path(output)
     if to == "saved_model":
         from .saved_model import export_saved_model
@@ -51,6 +56,9 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     if quant != "float":
         from lhp_tf.quantize.calibration import calibration_images
 
+        if rec is None:
+            raise LhpError(f"{checkpoint}: --quant {quant} calibrates on the training images, and no "
+                           f"recipe names them (none beside the checkpoint): pass --recipe RECIPE")
         representative = representative_dataset(calibration_images(rec, calib_samples))
-    write_bytes(out, convert_tflite(model, rec, quant, representative))
+    write_bytes(out, convert_tflite(model, spec, quant, representative, rec))
     return out

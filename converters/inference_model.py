@@ -2,10 +2,10 @@
 
 Training builds the network with a dynamic batch and outputs heatmap logits. Deployment wants
 neither: a dynamic batch adds SHAPE/RESHAPE ops that stop XNNPACK from taking the graph
-(REFERENCE section 6), and a board should read heatmaps in [0, 1] without knowing which loss
-was used. So the network is rebuilt from the recipe with ``batch_size=1``, the checkpoint's
-weights are copied over tensor by tensor (same builder, same order), and the recipe's heatmap
-activation is appended (``with_heatmap_activation``).
+(docs/FACTS.md, section 6), and a board should read heatmaps without knowing which loss was
+used. So the network is rebuilt from the checkpoint's own spec with ``batch_size=1``, its
+weights are moved over by layer name (:mod:`lhp_tf.model.weights`), and the codec's heatmap
+activation is appended (a sigmoid after BCE).
 
 One deployment rewrite follows (:func:`xnnpack_friendly`): XNNPACK runs AVERAGE_POOL_2D only
 in float, so in an int8 graph the CCW cross-resolution pools and the SCAF downsampling pools
@@ -25,41 +25,30 @@ import numpy as np
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
+from lhp_tf.spec import ModelSpec
 
 
-def load_checkpoint(checkpoint: str | os.PathLike[str]) -> Any:
-    """The Keras model saved at ``checkpoint`` (custom layers registered)."""
-    from lhp_tf.model.network import load_model
+def load_checkpoint(checkpoint: str | os.PathLike[str], recipe: Recipe | None = None) -> tuple[Any, ModelSpec]:
+    """``(trained model, its spec)`` (``lhp_tf.model.network.load_trained``), errors as LhpError."""
+    from lhp_tf.model.network import load_trained
 
     try:
-        return load_model(checkpoint)
+        return load_trained(checkpoint, recipe)
     except LhpError:
         raise
     except (OSError, ValueError) as exc:
         raise LhpError(f"{checkpoint}: cannot load the checkpoint ({exc})") from exc
 
 
-def copy_weights(source: Any, target: Any, where: str) -> None:
-    """``target.set_weights(source.get_weights())`` with a clear error on an architecture mismatch."""
-    src, dst = source.get_weights(), target.weights
-    if len(src) != len(dst):
-        raise LhpError(f"{where}: the checkpoint has {len(src)} weight tensors, the recipe's model has "
-                       f"{len(dst)}: was it trained with another recipe? (pass --recipe)")
-    for value, var in zip(src, dst, strict=True):
-        if tuple(value.shape) != tuple(var.shape):
-            raise LhpError(f"{where}: weight {getattr(var, 'path', var.name)} has shape {tuple(value.shape)} "
-                           f"in the checkpoint and {tuple(var.shape)} in the recipe's model (pass --recipe)")
-    target.set_weights(src)
-
-
-def inference_model(trained: Any, recipe: Recipe, batch_size: int | None = 1,
+def inference_model(trained: Any, spec: ModelSpec, batch_size: int | None = 1,
                     where: str = "<model>") -> Any:
-    """``trained`` rebuilt at ``batch_size`` (None: dynamic) with the recipe's heatmap activation."""
-    from lhp_tf.model.network import build_model, with_heatmap_activation
+    """``trained`` rebuilt at ``batch_size`` (None: dynamic) with the codec's heatmap activation."""
+    from lhp_tf.model.network import build_from_spec, with_activation
+    from lhp_tf.model.weights import transfer_weights
 
-    fixed = build_model(recipe.model, recipe.num_landmarks, batch_size=batch_size)
-    copy_weights(trained, fixed, where)
-    return xnnpack_friendly(with_heatmap_activation(fixed, recipe.train.loss))
+    fixed = build_from_spec(spec.arch, batch_size=batch_size)
+    transfer_weights(trained, fixed, where)
+    return xnnpack_friendly(with_activation(fixed, spec.codec.activation))
 
 
 def xnnpack_friendly(model: Any) -> Any:
@@ -91,8 +80,3 @@ def xnnpack_friendly(model: Any) -> Any:
         kernel = layer.weights[0]
         layer.set_weights([np.full(tuple(kernel.shape), 1.0 / (k * k), dtype=np.float32)])
     return rewritten
-
-
-def heatmap_activation(recipe: Recipe) -> str:
-    """The metadata name of the activation ``with_heatmap_activation`` appends for this recipe."""
-    return "sigmoid" if recipe.train.loss == "bce" else "none"

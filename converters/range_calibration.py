@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 #: ``export.calibration`` choices.
-CALIBRATIONS = ("minmax", "mse")
 #: Calibration images the range search samples (the slowest part is the per-tensor search).
 SEARCH_IMAGES = 32
 #: Values sampled per tensor per image.

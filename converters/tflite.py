@@ -2,7 +2,7 @@
 
 Conversion path: the model is traced once as a ``tf.function`` at its fixed batch-1 input,
 its variables are frozen into constants, and ``TFLiteConverter.from_concrete_functions``
-converts that graph. REFERENCE section 6 lists three paths that work with Keras 3.15 + TF 2.21
+converts that graph. Three paths work with Keras 3.15 + TF 2.21 (docs/FACTS.md, section 6)
 (``from_keras_model``, ``export(format="tf_saved_model")`` + ``from_saved_model``,
 ``export(format="litert")``). Measured on this machine with lhp-small (1,225 Keras layers):
 
@@ -40,39 +40,26 @@ import numpy as np
 from lhp_tf import __version__
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import CALIBRATIONS, QUANT_MODES
+from lhp_tf.spec import ModelSpec
 
-from .inference_model import heatmap_activation
 from .int8_islands import fold_float_islands
-from .range_calibration import CALIBRATIONS, mse_ranges
-
-QUANT_MODES = ("float", "int8", "int16x8")
-
-#: Heatmap stride of every lhp-tf network (CONTRACTS: 24x24 heatmaps for a 96x96 input).
-HEATMAP_STRIDE = 4
+from .range_calibration import mse_ranges
 
 RepresentativeDataset = Callable[[], Iterator[list[np.ndarray]]]
 
 
-def metadata_for(recipe: Recipe, quant: str) -> dict[str, Any]:
-    """The ``lhp_tf`` metadata (CONTRACTS list) of a model exported from ``recipe``."""
-    from lhp_tf.data.flip import flip_permutation
-
-    k = recipe.num_landmarks
+def metadata_for(spec: ModelSpec, quant: str, recipe: Recipe | None = None) -> dict[str, Any]:
+    """The ``lhp_tf`` metadata (docs/CONTRACTS.md) of a model of ``spec``: the whole spec, plus
+    how the file was made. ``recipe`` (when known) names the model and pins the recipe hash."""
     return {
-        "model_name": recipe.name,
-        "arch": recipe.model.arch,
-        "recipe_hash": recipe.hash(),
-        "input_size": [int(v) for v in recipe.model.input_size],
+        "model_name": recipe.name if recipe is not None else spec.arch.name,
+        "recipe_hash": recipe.hash() if recipe is not None else None,
         "input_scale": 1.0 / 255.0,
         "input_mean": 0.0,
-        "num_landmarks": int(k),
-        "heatmap_stride": HEATMAP_STRIDE,
-        "heatmap_activation": heatmap_activation(recipe),
-        "flip_permutation": [int(v) for v in flip_permutation(k)],
-        "dataset_format": recipe.data.format,
-        "box_scale": float(recipe.data.box_scale),
         "quant": quant,
         "lhp_tf_version": __version__,
+        "spec": spec.to_dict(),
     }
 
 
@@ -291,21 +278,21 @@ def quantize_full_integer(model: Any, representative: RepresentativeDataset,
     return fold_float_islands(quantized, keep_float=denylisted_nodes)[0]
 
 
-def convert_tflite(model: Any, recipe: Recipe, quant: str,
-                   representative: RepresentativeDataset | None = None,
+def convert_tflite(model: Any, spec: ModelSpec, quant: str,
+                   representative: RepresentativeDataset | None = None, recipe: Recipe | None = None,
                    extra_metadata: dict[str, Any] | None = None, calibration: str | None = None) -> bytes:
     """The .tflite bytes of ``model`` (already batch 1, heatmap space) with metadata embedded.
 
-    ``calibration`` overrides the recipe's ``export.calibration`` (QAT models keep the ranges
-    their fake-quant nodes learned: ``minmax``).
+    ``calibration`` overrides the recipe's ``export.calibration`` (``mse`` without a recipe;
+    QAT models keep the ranges their fake-quant nodes learned: ``minmax``).
     """
     from lhp_tf.tflite_metadata import embed_metadata
 
-    meta = metadata_for(recipe, quant)
+    meta = metadata_for(spec, quant, recipe)
     if quant == "int8":
         if representative is None:
             raise LhpError("--quant int8: needs calibration images (a representative dataset)")
-        meta["calibration"] = calibration or recipe.export.calibration
+        meta["calibration"] = calibration or (recipe.export.calibration if recipe is not None else "mse")
         data = quantize_full_integer(model, representative, calibration=meta["calibration"])
     else:
         data = make_converter(model, quant, representative).convert()

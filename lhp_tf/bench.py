@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from lhp_tf.decode import crop_to_image, decode, flip_heatmaps_back, heatmap_to_crop
+from lhp_tf.codec import landmarks_from_crops
 from lhp_tf.errors import LhpError, run_main
+from lhp_tf.kinds import DECODERS
 from lhp_tf.metrics import auc, failure_rate, nme
 from lhp_tf.runtime import TFLiteModel, op_delegation
 
@@ -93,29 +94,25 @@ def _check_model_fits(model: TFLiteModel, bundle: dict[str, Any], bundle_path: P
                        f"has {k} ({bundle['format']}); wrong model or wrong bundle")
 
 
-def predict_landmarks(model: TFLiteModel, bundle: dict[str, Any], decoder: str = "dark",
+def predict_landmarks(model: TFLiteModel, bundle: dict[str, Any], decoder: str | None = None,
                       flip: bool = False, chunk: int = 64) -> np.ndarray:
     """Image-pixel landmarks ``(N, K, 2)`` for every crop of the bundle.
 
+    Decodes with the model's own codec (its metadata), ``decoder`` overriding its decoder.
     Works ``chunk`` images at a time: a whole WFLW test set of 98-channel heatmaps would
     need over 1 GB in float64 while decoding, more than many boards have.
     """
     perm = None
     if flip:
-        perm = (model.metadata or {}).get("flip_permutation")
+        perm = model.spec.flip_array() if model.spec is not None else None
         if perm is None:
-            raise LhpError(f"{model.path}: --flip needs the flip_permutation of the model's lhp_tf metadata")
-        perm = np.asarray(perm)
+            raise LhpError(f"{model.path}: --flip needs the flip permutation of the model's lhp_tf metadata")
+    codec = model.codec.with_decoder(decoder)
     images = bundle["images"]
     out = np.empty((images.shape[0], model.num_landmarks, 2), dtype=np.float64)
     for start in range(0, images.shape[0], chunk):
-        batch = images[start:start + chunk]
-        heatmaps = model.predict(batch)
-        if perm is not None:
-            heatmaps = 0.5 * (heatmaps + flip_heatmaps_back(model.predict(batch[:, :, ::-1, :]), perm))
-        coords_hm, _ = decode(heatmaps, decoder)
-        out[start:start + chunk] = crop_to_image(heatmap_to_crop(coords_hm, model.stride),
-                                                 bundle["crop2img"][start:start + chunk])
+        out[start:start + chunk], _ = landmarks_from_crops(
+            model.predict, images[start:start + chunk], bundle["crop2img"][start:start + chunk], codec, perm)
     return out
 
 
@@ -147,7 +144,7 @@ def _runtime_version(runtime: str) -> str | None:
 
 
 def benchmark(model_path: str | Path, data_path: str | Path, reference: str | Path | None = None,
-              threads: int = 1, runs: int = 100, warmup: int = 10, decoder: str = "dark",
+              threads: int = 1, runs: int = 100, warmup: int = 10, decoder: str | None = None,
               flip: bool = False) -> dict[str, Any]:
     """The whole benchmark as a JSON-ready dict (accuracy figures in percent)."""
     data_path = Path(data_path)
@@ -165,7 +162,8 @@ def benchmark(model_path: str | Path, data_path: str | Path, reference: str | Pa
         "split": bundle["split"], "images": int(nmes.size),
         "runtime": model.runtime, "runtime_version": _runtime_version(model.runtime),
         "quant": meta.get("quant", "int8" if np.issubdtype(model.input_dtype, np.integer) else "float"),
-        "has_metadata": model.metadata is not None, "decoder": decoder, "flip": flip, "threads": threads,
+        "has_metadata": model.metadata is not None, "decoder": model.codec.with_decoder(decoder).decoder,
+        "codec": model.codec.with_decoder(decoder).to_dict(), "flip": flip, "threads": threads,
         "nme": overall["nme"], "fr": overall["fr"], "auc": overall["auc"], "subsets": subsets,
         "reference_nme": None, "drift": None,
     }
@@ -228,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--runs", type=int, default=100, help="timed single-image runs (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
-    p.add_argument("--decoder", choices=("dark", "argmax"), default="dark", help="heatmap decoder (default dark)")
+    p.add_argument("--decoder", choices=DECODERS, default=None,
+                   help="heatmap decoder (default: the model's codec, from its metadata)")
     p.add_argument("--flip", action="store_true", help="flip test: average with the mirrored crop's heatmaps")
     p.add_argument("--json", action="store_true", help="print the report as JSON (accuracy in percent)")
     return p

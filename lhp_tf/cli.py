@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("lhp_tf.quantize.cli", "int8 drift report, selective quantisation and QAT"),
     "bench": ("lhp_tf.bench", "on-device benchmark of a .tflite: NME, drift and latency (no TensorFlow)"),
     "predict": ("lhp_tf.predict", "landmarks on photos, folders or videos"),
+    "recipes": ("lhp_tf.recipes", "list the packaged recipes (commands take these names or a YAML path)"),
 }
 
 
@@ -31,11 +32,13 @@ def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: lhp <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'lhp <command> --help' for a command's options."]
+    lines += ["", "Run 'lhp <command> --help' for a command's options. Every command takes --verbose",
+              "to show TensorFlow's native log lines, which are hidden by default."]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    entry = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -50,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lhp: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    if entry:  # a command-line entry: let run_main read sys.argv (and quiet TensorFlow)
+        sys.argv = [f"lhp {name}", *rest]
+        return run_main(module.main, prog=f"lhp {name}")
     return run_main(module.main, rest, prog=f"lhp {name}")
 
 

@@ -26,11 +26,20 @@ from typing import Any, Literal
 
 import yaml
 
+from lhp_tf import kinds
 from lhp_tf.errors import LhpError
 
-DatasetFormat = Literal["300w", "wflw"]
-FusionKind = Literal["pointwise", "bottleneck", "group", "scaf"]
-HeadKind = Literal["v1", "v2", "mr"]
+# Literal types built from the one list of each kind (lhp_tf.kinds).
+DatasetFormat = Literal[kinds.DATASET_FORMATS]  # type: ignore[valid-type]
+FusionKind = Literal[kinds.FUSION_KINDS]  # type: ignore[valid-type]
+HeadKind = Literal[kinds.HEAD_KINDS]  # type: ignore[valid-type]
+Loss = Literal[kinds.LOSSES]  # type: ignore[valid-type]
+Decoder = Literal[kinds.DECODERS]  # type: ignore[valid-type]
+QuantMode = Literal[kinds.QUANT_MODES]  # type: ignore[valid-type]
+Calibration = Literal[kinds.CALIBRATIONS]  # type: ignore[valid-type]
+Distribute = Literal[kinds.DISTRIBUTE_KINDS]  # type: ignore[valid-type]
+OnError = Literal[kinds.ON_ERROR]  # type: ignore[valid-type]
+Optimizer = Literal[kinds.OPTIMIZERS]  # type: ignore[valid-type]
 
 #: Landmark count implied by each dataset format.
 NUM_LANDMARKS: dict[str, int] = {"300w": 68, "wflw": 98}
@@ -72,7 +81,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "full"
     eval_splits: tuple[str, ...] | None = None
-    on_error: Literal["stop", "skip"] = "stop"
+    on_error: OnError = "stop"
     box_scale: float = 1.25
     heatmap_sigma: float = 1.5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -110,16 +119,16 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 210
     batch_size: int = 64
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Optimizer = "adam"
     lr: float = 0.002
     lr_steps: tuple[int, ...] = (170, 200)
     lr_factor: float = 0.1
     weight_decay: float = 0.0
-    loss: Literal["bce", "mse"] = "bce"
+    loss: Loss = "bce"
     seed: int = 0
     steps_per_epoch: int | None = None
     val_every: int = 1
-    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    distribute: Distribute = "none"
     #: validate on the first N faces of ``data.val_split`` each epoch (None: all of them)
     val_samples: int | None = None
     #: seed everything and enable TF op determinism: same seed, same machine, same metrics
@@ -130,7 +139,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    decoder: Literal["dark", "argmax"] = "dark"
+    decoder: Decoder = "dark"
     flip_test: bool = False
     fr_threshold: float = 0.10
     max_samples: int | None = None
@@ -141,8 +150,8 @@ class ExportConfig:
     calib_samples: int = 200
     #: int8 activation ranges: ``mse`` (error-minimising, lhp_tf.converters.range_calibration) or
     #: ``minmax`` (TFLite's default)
-    calibration: Literal["minmax", "mse"] = "mse"
-    quant: Literal["float", "int8", "int16x8"] = "int8"
+    calibration: Calibration = "mse"
+    quant: QuantMode = "int8"
 
 
 @dataclass
@@ -285,8 +294,27 @@ def _apply_override(data: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def recipe_file(name_or_path: str | os.PathLike[str]) -> Path:
+    """A recipe file: an existing path as given, else the packaged recipe of that name.
+
+    Names are what ``lhp recipes`` lists (``300w``, ``synthetic-300w``,
+    ``ablations/wflw-fusion-group``); they work from any folder after ``pip install``.
+    """
+    from lhp_tf import recipes
+
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    packaged = recipes.path_of(str(name_or_path))
+    if packaged is not None:
+        return packaged
+    raise RecipeError(f"{path}: recipe file not found, and no packaged recipe has that name "
+                      f"(packaged: {', '.join(recipes.names())}; 'lhp recipes' lists them)")
+
+
 def load_recipe(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
-    """Load, inherit, override and validate a recipe file."""
+    """Load, inherit, override and validate a recipe (a file, or a packaged recipe's name)."""
+    path = recipe_file(path)
     origin = _Origin()
     data = _load_raw(Path(path), origin, ())
     for item in overrides:
@@ -388,14 +416,17 @@ def _show(value: Any) -> str:
 
 
 def _check_consistency(recipe: Recipe, origin: _Origin, source: str) -> None:
+    from lhp_tf.model.presets import ArchError, resolve
+
     m = recipe.model
-    h, w = m.input_size
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise RecipeError(
-            f"{origin.where('model.input_size', source)}: model.input_size: height and width must be "
-            f"positive multiples of 32 (the stem and three halvings), got {h}x{w}")
     if m.num_landmarks is not None and m.num_landmarks <= 0:
         raise RecipeError(f"{origin.where('model.num_landmarks', source)}: model.num_landmarks: must be > 0")
+
+    # One rule for every architecture key (input size included): the preset resolver's.
+    try:
+        resolve(recipe.model, recipe.num_landmarks)
+    except ArchError as exc:
+        raise RecipeError(f"{origin.where('model.' + exc.key, source)}: {exc}") from None
     t = recipe.train
     if t.epochs <= 0 or t.batch_size <= 0 or t.lr <= 0:
         raise RecipeError(f"{origin.where('train', source)}: train: epochs, batch_size and lr must be > 0")

@@ -1,8 +1,9 @@
 """Heatmaps -> landmark coordinates, in numpy only (this module runs on boards).
 
 All functions are vectorised over heatmaps shaped ``(N, h, w, K)`` and return coordinates
-``(N, K, 2)`` as ``(x, y)``. Coordinates follow docs/CONTRACTS.md: pixel centres sit at
-integer positions, and a crop point ``x`` has heatmap coordinate ``u = (x + 0.5) / s - 0.5``.
+``(N, K, 2)`` as ``(x, y)`` in heatmap pixels, pixel centres at integer positions. These are
+the numeric kernels; :class:`lhp_tf.codec.HeatmapCodec` owns the stride, the heatmap <-> crop
+formula and the choice of decoder and kernel, and is what callers use.
 
 With that pixel-centre convention a horizontal flip is exact in both spaces
 (``x -> W - 1 - x`` in the crop is ``u -> w - 1 - u`` in the heatmap), so flip-test averaging
@@ -16,16 +17,6 @@ import numpy as np
 #: smallest value allowed inside the log of DARK (heatmaps are >= 0 after sigmoid, but MSE
 #: models can output small negatives)
 _LOG_FLOOR = 1e-10
-
-
-def crop_to_heatmap(coords: np.ndarray, stride: float = 4) -> np.ndarray:
-    """Crop pixels -> heatmap pixels, pixel-centre aligned: ``u = (x + 0.5) / s - 0.5``."""
-    return (np.asarray(coords, dtype=np.float64) + 0.5) / stride - 0.5
-
-
-def heatmap_to_crop(coords: np.ndarray, stride: float = 4) -> np.ndarray:
-    """Heatmap pixels -> crop pixels, the inverse of :func:`crop_to_heatmap`."""
-    return (np.asarray(coords, dtype=np.float64) + 0.5) * stride - 0.5
 
 
 def _check_heatmaps(heatmaps: np.ndarray) -> np.ndarray:
@@ -140,15 +131,6 @@ def decode_dark(heatmaps: np.ndarray, kernel: int = 5) -> tuple[np.ndarray, np.n
     oy = np.where(valid, np.clip(oy, -1.0, 1.0), 0.0)
     coords = np.stack([x + ox, y + oy], axis=-1)
     return coords.astype(np.float32), maxvals.astype(np.float32)
-
-
-def decode(heatmaps: np.ndarray, method: str = "dark", kernel: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Dispatch on the decoder name used by the CLIs (``dark`` or ``argmax``)."""
-    if method == "dark":
-        return decode_dark(heatmaps, kernel=kernel)
-    if method == "argmax":
-        return decode_argmax(heatmaps)
-    raise ValueError(f"unknown decoder {method!r}: expected 'dark' or 'argmax'")
 
 
 def flip_heatmaps_back(heatmaps: np.ndarray, perm: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lhp_tf.config import recipe_file
 from lhp_tf.errors import LhpError
 
 #: Synthetic demo schedules. ``default`` finishes in under 15 minutes on a 2-core CPU, ``quick``
@@ -41,10 +42,6 @@ SCHEDULES: dict[str, dict[str, Any]] = {
 #: The report's Markdown figures are rounded to these decimals; the test compares at this precision.
 NME_DECIMALS = 2
 MS_DECIMALS = 3
-
-
-def _recipes_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "recipes"
 
 
 @dataclass
@@ -77,16 +74,13 @@ def plan(out: Path, quick: bool = False, recipe: str | None = None, data_root: s
         root = Path(data_root)
         if not root.is_dir():
             raise LhpError(f"--data-root {root}: no such folder")
-        path = Path(recipe) if recipe else _recipes_dir() / f"{fmt}-small.yaml"
+        path = recipe_file(recipe or f"{fmt}-small")
         overrides += [f"data.root={root.resolve()}", "data.synthetic=null", f"data.format={fmt}"]
         label = f"{fmt.upper()} at {root}"
     else:
-        path = Path(recipe) if recipe else _recipes_dir() / "synthetic-300w.yaml"
+        path = recipe_file(recipe or "synthetic-300w")
         overrides += [f"data.synthetic.num={schedule['num']}", f"data.cache_dir={(out / 'data').resolve()}"]
         label = "synthetic faces"
-    if not path.is_file():
-        raise LhpError(f"{path}: recipe not found (the demo uses the repository's recipes/; "
-                       "pass --recipe FILE when running from an installed package)")
     if data_root is None:
         from lhp_tf.config import load_recipe
 
@@ -153,9 +147,8 @@ def prediction_grid(images: Sequence[Path], out: Path, columns: int = 3) -> Path
 
 
 def _default_photo() -> Path | None:
-    """The repository's public-domain test portrait (tests/assets/README.md), when present."""
-    photo = Path(__file__).resolve().parents[1] / "tests" / "assets" / "astronaut.jpg"
-    return photo if photo.is_file() else None
+    """The packaged public-domain portrait (lhp_tf/assets/README.md)."""
+    return Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
 
 
 def predict_photo(model: Path, photo: Path, out: Path) -> int:
@@ -340,13 +333,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lhp demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="lhp_demo", help="report folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a few minutes instead of ~15 (what CI runs)")
-    p.add_argument("--recipe", help="recipe to train (default: recipes/synthetic-300w.yaml, "
-                                    "or recipes/FORMAT-small.yaml with --data-root)")
+    p.add_argument("--recipe", help="recipe to train, a name or a file (default: synthetic-300w, "
+                                    "or FORMAT-small with --data-root)")
     p.add_argument("--data-root", help="a real 300W or WFLW folder instead of synthetic faces")
     p.add_argument("--format", choices=("300w", "wflw"), default="300w", help="format of --data-root")
     p.add_argument("--epochs", type=int, help="training epochs (learning-rate steps scale along)")
     p.add_argument("--photo", help="a photo to put landmarks on at the end (default: the "
-                                   "repository's public-domain test portrait, when present)")
+                                   "packaged public-domain portrait)")
     return p
 
 

@@ -17,8 +17,7 @@ import os
 from typing import Any
 
 from lhp_tf.errors import LhpError
-
-KINDS = ("none", "mirrored", "multi_worker")
+from lhp_tf.kinds import DISTRIBUTE_KINDS as KINDS
 
 
 def make_strategy(kind: str) -> Any:

@@ -17,9 +17,20 @@ class LhpError(Exception):
 
 def run_main(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None,
              prog: str = "lhp") -> int:
-    """Call a subcommand's ``main`` and turn :class:`LhpError` into a message and exit code 2."""
+    """Call a subcommand's ``main`` and turn :class:`LhpError` into a message and exit code 2.
+
+    ``argv=None`` means a command-line entry (``lhp``, ``python -m lhp_tf.X``): the arguments
+    come from ``sys.argv`` and TensorFlow's native start-up noise is filtered out of stderr
+    (:mod:`lhp_tf.quiet`) unless ``--verbose`` is among them or ``LHP_VERBOSE=1``.
+    ``--verbose`` is removed before ``main`` sees the arguments.
+    """
+    from lhp_tf.quiet import filter_native_logs, verbose_requested
+
+    verbose, args = verbose_requested(list(sys.argv[1:] if argv is None else argv))
+    if argv is None and not verbose:
+        filter_native_logs()
     try:
-        return int(main(list(sys.argv[1:] if argv is None else argv)) or 0)
+        return int(main(args) or 0)
     except LhpError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

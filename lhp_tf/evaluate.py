@@ -1,11 +1,11 @@
 """``lhp eval``: NME / FR / AUC of a checkpoint per split and subset, laid out like Table 1.
 
 The evaluation math lives in the numpy-only modules that boards run too: heatmaps are
-decoded by :mod:`lhp_tf.decode` (argmax + quarter-pixel shift, or DARK), mapped from the
-heatmap to the crop and through each sample's ``crop2img`` affine back to ORIGINAL image
-pixels, and scored by :mod:`lhp_tf.metrics` (inter-ocular NME). The only TensorFlow here is
-the forward pass, so a number printed by ``lhp eval`` and one computed on a board from the
-same heatmaps agree.
+decoded by the checkpoint's own codec through :func:`lhp_tf.codec.landmarks_from_crops` (the
+path ``lhp bench`` and inference take), mapped through each sample's ``crop2img`` affine back
+to ORIGINAL image pixels, and scored by :mod:`lhp_tf.metrics` (inter-ocular NME). The only
+TensorFlow here is the forward pass, so a number printed by ``lhp eval`` and one computed on a
+board from the same model agree.
 
 Every row also reports the trivial baseline ``mean_shape_nme``: the training set's mean
 landmark layout inside the crop, mapped back to image pixels. A model that does not beat it
@@ -26,8 +26,11 @@ import numpy as np
 
 from lhp_tf import decode as dec
 from lhp_tf import metrics
+from lhp_tf.codec import HeatmapCodec, landmarks_from_crops
 from lhp_tf.config import Recipe, load_recipe
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import DECODERS
+from lhp_tf.spec import ModelSpec
 
 
 @dataclass
@@ -65,39 +68,35 @@ def heatmap_fn(model: Any) -> Any:
     return infer
 
 
-def predict(model: Any, recipe: Recipe, samples: Sequence[Any], decoder: str | None = None,
-            flip_test: bool | None = None, infer: Any = None) -> Predictions:
+def predict(model: Any, spec: ModelSpec, recipe: Recipe, samples: Sequence[Any],
+            codec: HeatmapCodec | None = None, flip_test: bool | None = None, infer: Any = None) -> Predictions:
     """Run ``model`` (which outputs heatmaps, activation applied) on ``samples`` and decode.
 
-    ``flip_test`` averages each heatmap with the one predicted on the mirrored crop (left and
-    right landmarks swapped back with the flip permutation) before decoding.
+    Decodes with ``codec`` (default: the spec's). ``flip_test`` averages each heatmap with the
+    one predicted on the mirrored crop (left and right landmarks swapped back with the spec's
+    flip permutation) before decoding.
     """
-    from lhp_tf.data.flip import flip_permutation
     from lhp_tf.data.pipeline import eval_dataset
 
-    decoder = decoder or recipe.eval.decoder
+    codec = codec or spec.codec
     flip_test = recipe.eval.flip_test if flip_test is None else flip_test
     infer = infer or heatmap_fn(model)
-    perm = flip_permutation(recipe.num_landmarks) if flip_test else None
+    perm = None
+    if flip_test:
+        perm = spec.flip_array()
+        if perm is None:
+            raise LhpError(f"eval.flip_test: the model's {spec.num_landmarks}-landmark scheme has no flip table")
     n = len(samples)
-    k = recipe.num_landmarks
+    k = spec.num_landmarks
     pred = np.zeros((n, k, 2), np.float64)
     truth = np.zeros((n, k, 2), np.float64)
     norm = np.zeros((n,), np.float64)
     c2i = np.zeros((n, 2, 3), np.float64)
     seen = np.zeros((n,), bool)
     for batch in eval_dataset(recipe, list(samples)):
-        images = batch["image"]
-        hm = np.asarray(infer(images))
-        if perm is not None:
-            hm_f = np.asarray(infer(images[:, :, ::-1, :]))
-            hm = 0.5 * (hm + dec.flip_heatmaps_back(hm_f, perm))
-        coords, _ = dec.decode(hm, decoder)
-        stride = images.shape[1] / hm.shape[1]
-        crop_pts = dec.heatmap_to_crop(coords, stride=stride)
         m = np.asarray(batch["crop2img"], np.float64)
         idx = np.asarray(batch["index"]).astype(np.int64)
-        pred[idx] = dec.crop_to_image(crop_pts, m)
+        pred[idx], _ = landmarks_from_crops(infer, batch["image"], m, codec, perm)
         truth[idx] = np.asarray(batch["landmarks"], np.float64)
         norm[idx] = np.asarray(batch["norm"], np.float64)
         c2i[idx] = m
@@ -132,20 +131,20 @@ def score(p: Predictions, shape: np.ndarray | None, threshold: float) -> dict[st
     return row
 
 
-def load_for_eval(recipe: Recipe, checkpoint: str | Path) -> tuple[Any, Any]:
-    """Load a checkpoint: ``(logits model, model with the sigmoid a BCE-trained model needs)``."""
-    from lhp_tf.model.network import load_model, with_heatmap_activation
+def load_for_eval(recipe: Recipe, checkpoint: str | Path) -> tuple[Any, ModelSpec, Any]:
+    """Load a checkpoint: ``(logits model, its spec, model with the spec's heatmap activation)``."""
+    from lhp_tf.model.network import load_trained, with_activation
 
     path = Path(checkpoint)
     if not path.is_file():
         raise LhpError(f"{path}: checkpoint not found")
     try:
-        model = load_model(path)
+        model, spec = load_trained(path, recipe)
     except LhpError:
         raise
     except Exception as exc:  # Keras raises many types for a corrupt or foreign file
         raise LhpError(f"{path}: cannot load checkpoint: {exc}") from None
-    return model, with_heatmap_activation(model, recipe.train.loss)
+    return model, spec, with_activation(model, spec.codec.activation)
 
 
 def complexity(model: Any) -> tuple[int, float]:
@@ -162,11 +161,11 @@ def evaluate(recipe: Recipe, checkpoint: str | Path, out: str | Path | None = No
     """Score ``checkpoint`` on every row of :func:`table_rows`; write CED and example images."""
     from lhp_tf.data.datasets import read_split
 
-    decoder = decoder or recipe.eval.decoder
     flip_test = recipe.eval.flip_test if flip_test is None else flip_test
     max_samples = max_samples if max_samples is not None else recipe.eval.max_samples
     threshold = recipe.eval.fr_threshold
-    logits_model, model = load_for_eval(recipe, checkpoint)
+    logits_model, spec, model = load_for_eval(recipe, checkpoint)
+    codec = spec.codec.with_decoder(decoder)
     infer = heatmap_fn(model)
     shape = mean_shape(recipe, read_split(recipe.data, recipe.data.train_split))
 
@@ -184,11 +183,12 @@ def evaluate(recipe: Recipe, checkpoint: str | Path, out: str | Path | None = No
             unique.setdefault((s.image_path, s.source), s)
     # Overlapping splits (300W full = common + challenging) are predicted once.
     keys = list(unique)
-    allp = predict(model, recipe, [unique[k] for k in keys], decoder, flip_test, infer)
+    allp = predict(model, spec, recipe, [unique[k] for k in keys], codec, flip_test, infer)
     where = {k: i for i, k in enumerate(keys)}
 
     result: dict[str, Any] = {"recipe": recipe.name, "checkpoint": str(checkpoint),
-                              "decoder": decoder, "flip_test": bool(flip_test),
+                              "decoder": codec.decoder, "dark_kernel": codec.dark_kernel,
+                              "flip_test": bool(flip_test),
                               "threshold": threshold, "splits": {}}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, samples in per_split.items():
@@ -246,12 +246,14 @@ def format_table(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="lhp eval", description=__doc__.splitlines()[0])
-    parser.add_argument("recipe", help="recipe YAML the checkpoint was trained with")
+    parser.add_argument("recipe", help="recipe (a name from 'lhp recipes' or a YAML file) whose data "
+                                       "to evaluate on; the checkpoint says how to decode")
     parser.add_argument("--checkpoint", required=True,
                         help="a .keras checkpoint (a run's best is <workdir>/best.keras)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set eval.flip_test=true")
-    parser.add_argument("--decoder", choices=("dark", "argmax"), default=None)
+    parser.add_argument("--decoder", choices=DECODERS, default=None,
+                        help="heatmap decoder (default: the checkpoint's codec)")
     flip = parser.add_mutually_exclusive_group()
     flip.add_argument("--flip-test", dest="flip_test", action="store_true", default=None)
     flip.add_argument("--no-flip-test", dest="flip_test", action="store_false")

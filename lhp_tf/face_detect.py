@@ -152,7 +152,7 @@ class FaceDetector:
 #: 68-point faces (lhp_tf.data.synth, seed 7, all poses; tests/test_inference.py re-measures
 #: it): dx -0.010, dy 0.012, scale 0.960, centre error median 3.4 % / p90 6.6 % of the face
 #: size, size error p90 7.7 %. dx is set to 0 because faces are left-right symmetric. On the
-#: real astronaut photo (tests/assets) the same constants put the box within ~3 % of the
+#: real astronaut photo (lhp_tf/assets) the same constants put the box within ~3 % of the
 #: brow-to-chin, jaw-to-jaw extent judged by eye. Training augments scale by +-25 % and
 #: shift by 5 %, so these residuals are inside what the model has seen.
 BOX_CALIBRATION = {"dx": 0.0, "dy": 0.012, "scale": 0.96}

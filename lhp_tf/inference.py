@@ -1,9 +1,9 @@
 """Landmarks on real images: ``LandmarkDetector.from_path(model)(image_bgr) -> list[FaceLandmarks]``.
 
-One API over both model kinds a user has: a ``.keras`` checkpoint (its run folder's
-``recipe.yaml`` says the input size, box scale, landmark count and loss) and an exported
-``.tflite`` (its embedded ``lhp_tf`` metadata says the same). The ``.tflite`` path imports
-neither TensorFlow nor Keras, so it runs on a board with numpy, OpenCV and an interpreter.
+One API over both model kinds a user has: a ``.keras`` checkpoint and an exported ``.tflite``.
+Each carries its :class:`lhp_tf.spec.ModelSpec` (input size, box scale, landmark count, heatmap
+codec), so neither needs a recipe. The ``.tflite`` path imports neither TensorFlow nor Keras,
+so it runs on a board with numpy, OpenCV and an interpreter.
 
 Each face is cropped exactly as in training: the face box (the landmarks' bounding box, or a
 detector's estimate of it, see :func:`lhp_tf.face_detect.landmark_box`) is scaled by
@@ -22,9 +22,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lhp_tf.codec import landmarks_from_crops
 from lhp_tf.data.crop import crop_transform, invert_affine
-from lhp_tf.decode import crop_to_image, decode, heatmap_to_crop
 from lhp_tf.errors import LhpError
+from lhp_tf.spec import ModelSpec
 
 #: heatmaps from a batch of uint8 crops ``(N, H, W, 3)`` -> ``(N, h, w, K)``
 Backend = Callable[[np.ndarray], np.ndarray]
@@ -51,51 +52,28 @@ class FaceLandmarks:
         return out
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What cropping and decoding need to know about a landmark model."""
-
-    input_size: tuple[int, int]  #: (H, W)
-    num_landmarks: int
-    box_scale: float
-    heatmap_stride: int = 4
-    heatmap_activation: str = "sigmoid"
-    source: str = ""
-
-
-def _tflite_backend(path: Path, num_threads: int) -> tuple[Backend, ModelInfo]:
+def _tflite_backend(path: Path, num_threads: int) -> tuple[Backend, ModelSpec]:
     from lhp_tf.runtime import TFLiteModel
 
     model = TFLiteModel(path, num_threads=num_threads)
-    meta = model.metadata
-    if meta is None:
-        raise LhpError(f"{path}: this .tflite carries no lhp_tf metadata (box scale, landmark count): "
-                       "export it with 'lhp convert', which embeds them")
-    info = ModelInfo(input_size=model.input_size, num_landmarks=model.num_landmarks,
-                     box_scale=float(meta.get("box_scale", 1.25)), heatmap_stride=model.stride,
-                     heatmap_activation=str(meta.get("heatmap_activation", "sigmoid")), source=str(path))
-    return model.predict, info
+    if model.spec is None:
+        raise LhpError(f"{path}: this .tflite carries no lhp_tf model spec (box scale, landmark scheme, "
+                       "heatmap codec): export it with 'lhp convert', which embeds it")
+    return model.predict, model.spec
 
 
-def _keras_backend(path: Path, recipe_path: str | os.PathLike[str] | None) -> tuple[Backend, ModelInfo]:
+def _keras_backend(path: Path, recipe_path: str | os.PathLike[str] | None) -> tuple[Backend, ModelSpec]:
     from lhp_tf.converters.run_folder import find_recipe
     from lhp_tf.evaluate import heatmap_fn
-    from lhp_tf.model.network import load_model, with_heatmap_activation
+    from lhp_tf.model.network import load_trained, with_activation
 
-    recipe = find_recipe(path, recipe_path)
-    model = with_heatmap_activation(load_model(path), recipe.train.loss)
-    h, w = (int(v) for v in recipe.model.input_size)
-    out_h = int(model.output_shape[1])
-    info = ModelInfo(input_size=(h, w), num_landmarks=recipe.num_landmarks, box_scale=recipe.data.box_scale,
-                     heatmap_stride=h // out_h, heatmap_activation="sigmoid" if recipe.train.loss == "bce" else "none",
-                     source=str(path))
-
-    infer = heatmap_fn(model)
+    model, spec = load_trained(path, find_recipe(path, recipe_path, required=False))
+    infer = heatmap_fn(with_activation(model, spec.codec.activation))
 
     def run(crops: np.ndarray) -> np.ndarray:
         return np.asarray(infer(crops.astype(np.float32) / 255.0), dtype=np.float32)
 
-    return run, info
+    return run, spec
 
 
 class LandmarkDetector:
@@ -105,29 +83,36 @@ class LandmarkDetector:
     (:class:`lhp_tf.face_detect.FaceDetector`), created on first need.
     """
 
-    def __init__(self, backend: Backend, info: ModelInfo, face_detector: Any = None,
-                 decoder: str = "dark", detector_variant: str = "short", num_threads: int = 1) -> None:
+    def __init__(self, backend: Backend, spec: ModelSpec, face_detector: Any = None,
+                 decoder: str | None = None, detector_variant: str = "short", num_threads: int = 1,
+                 source: str = "") -> None:
         self.backend = backend
-        self.info = info
-        self.decoder = decoder
+        self.spec = spec
+        self.codec = spec.codec.with_decoder(decoder)
+        self.source = source
         self._face_detector = face_detector
         self._detector_variant = detector_variant
         self._num_threads = num_threads
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], *, recipe: str | os.PathLike[str] | None = None,
-                  decoder: str = "dark", detector: str = "short", num_threads: int = 1) -> LandmarkDetector:
-        """Load a ``.tflite`` (no TensorFlow) or a ``.keras`` checkpoint (with its run's recipe)."""
+                  decoder: str | None = None, detector: str = "short", num_threads: int = 1) -> LandmarkDetector:
+        """Load a ``.tflite`` (no TensorFlow) or a ``.keras`` checkpoint; each carries its spec.
+
+        ``recipe`` is needed only for a checkpoint saved before checkpoints carried a spec;
+        ``decoder`` overrides the model's codec's decoder.
+        """
         p = Path(path)
         if not p.is_file():
             raise LhpError(f"{p}: model file not found")
         if p.suffix == ".tflite":
-            backend, info = _tflite_backend(p, num_threads)
+            backend, spec = _tflite_backend(p, num_threads)
         elif p.suffix == ".keras":
-            backend, info = _keras_backend(p, recipe)
+            backend, spec = _keras_backend(p, recipe)
         else:
             raise LhpError(f"{p}: unknown model type {p.suffix!r}: expected a .keras checkpoint or a .tflite")
-        return cls(backend, info, decoder=decoder, detector_variant=detector, num_threads=num_threads)
+        return cls(backend, spec, decoder=decoder, detector_variant=detector, num_threads=num_threads,
+                   source=str(p))
 
     @property
     def face_detector(self) -> Any:
@@ -145,8 +130,8 @@ class LandmarkDetector:
 
     def crop(self, image_bgr: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """The model-input crop (uint8, the model's channel order) and its image->crop affine."""
-        h, w = self.info.input_size
-        m = crop_transform(np.asarray(box, np.float32), (h, w), self.info.box_scale)
+        h, w = self.spec.input_size
+        m = crop_transform(np.asarray(box, np.float32), (h, w), self.spec.box_scale)
         crop = cv2.warpAffine(image_bgr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), m
 
@@ -157,13 +142,15 @@ class LandmarkDetector:
         if len(boxes) == 0:
             return []
         crops, mats = zip(*(self.crop(image_bgr, b) for b in boxes), strict=True)
-        heatmaps = np.asarray(self.backend(np.stack(crops)), np.float32)
-        if heatmaps.shape[-1] != self.info.num_landmarks:
-            raise LhpError(f"{self.info.source}: model produced {heatmaps.shape[-1]} heatmaps, "
-                           f"expected {self.info.num_landmarks}")
-        coords, maxvals = decode(heatmaps, self.decoder)
-        crop_pts = heatmap_to_crop(coords, self.info.heatmap_stride)
-        img_pts = crop_to_image(crop_pts, invert_affine(np.stack(mats)))
+        k = self.spec.num_landmarks
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            heatmaps = np.asarray(self.backend(batch), np.float32)
+            if heatmaps.shape[-1] != k:
+                raise LhpError(f"{self.source}: model produced {heatmaps.shape[-1]} heatmaps, expected {k}")
+            return heatmaps
+
+        img_pts, maxvals = landmarks_from_crops(run, np.stack(crops), invert_affine(np.stack(mats)), self.codec)
         scores = list(scores) if scores is not None else [None] * len(boxes)
         return [FaceLandmarks(np.asarray(b, np.float32).reshape(4), p.astype(np.float32), c.astype(np.float32), s)
                 for b, p, c, s in zip(boxes, img_pts, maxvals, scores, strict=True)]

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import DECODERS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
                         "when the face is still (0.3 is steady, 1 is off)")
     p.add_argument("--detector", choices=("short", "full"), default="short",
                    help="BlazeFace variant: short (faces within ~2 m, default) or full (small/far faces)")
-    p.add_argument("--decoder", choices=("dark", "argmax"), default="dark", help="heatmap decoder (default dark)")
+    p.add_argument("--decoder", choices=DECODERS, default=None,
+                   help="heatmap decoder (default: the model's codec)")
     p.add_argument("--max-faces", type=int, default=0, help="keep at most N faces per image (0: all)")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads")
     p.add_argument("--no-draw", action="store_true", help="write only the JSON, no annotated images")
@@ -214,7 +216,7 @@ def main(argv: Sequence[str]) -> int:
             n = len(entry["faces"])
             print(f"{path}: {'no face found' if n == 0 else f'{n} face' + ('s' if n > 1 else '')}", file=log)
         results.append(entry)
-    doc = {"model": str(args.model), "num_landmarks": detector.info.num_landmarks, "files": results}
+    doc = {"model": str(args.model), "num_landmarks": detector.spec.num_landmarks, "files": results}
     from lhp_tf.checkpoint import atomic_write_text
 
     text = json.dumps(doc, indent=1)

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from lhp_tf.codec import HeatmapCodec
 from lhp_tf.errors import LhpError
+from lhp_tf.spec import ModelSpec
 from lhp_tf.tflite_metadata import check_tflite, read_metadata, read_model_bytes
 
 INSTALL_HINT = ("no TFLite interpreter found: install one with 'pip install ai-edge-litert' "
@@ -112,6 +114,10 @@ class TFLiteModel:
     ``x = (pixel - input_mean) * input_scale`` (1/255 and 0 by default), then quantised with the
     input tensor's scale/zero-point when the model takes integers. Integer outputs are
     dequantised. Inference runs one image at a time (batch 1, the exported graph's shape).
+
+    ``spec`` is the :class:`lhp_tf.spec.ModelSpec` the metadata carries (None for a .tflite
+    from elsewhere); ``codec`` decodes its heatmaps: the spec's, or for a foreign model a
+    default codec at the stride its tensor shapes imply.
     """
 
     def __init__(self, path: str | os.PathLike[str], num_threads: int = 1) -> None:
@@ -144,7 +150,15 @@ class TFLiteModel:
         meta = self.metadata or {}
         self.input_scale = float(meta.get("input_scale", 1.0 / 255.0))
         self.input_mean = float(meta.get("input_mean", 0.0))
-        self.stride = int(meta.get("heatmap_stride", round(shape[1] / out_shape[1])))
+        self.spec: ModelSpec | None = None
+        if "spec" in meta:
+            self.spec = ModelSpec.from_dict(meta["spec"], f"{self.path}: metadata spec")
+            if self.spec.input_size != self.input_size or self.spec.num_landmarks != self.num_landmarks:
+                raise LhpError(f"{self.path}: metadata describes {self.spec.input_size} inputs and "
+                               f"{self.spec.num_landmarks} landmarks, the graph {self.input_size} and "
+                               f"{self.num_landmarks}")
+        self.codec = self.spec.codec if self.spec is not None else HeatmapCodec(
+            input_size=self.input_size, stride=max(1, round(shape[1] / out_shape[1])))
         self.input_dtype = np.dtype(self._in["dtype"])
         self.output_dtype = np.dtype(self._out["dtype"])
 

@@ -127,7 +127,8 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     from lhp_tf.evaluate import heatmap_fn, predict
     from lhp_tf.losses import heatmap_loss
     from lhp_tf.metrics import nme
-    from lhp_tf.model.network import build_model, with_heatmap_activation
+    from lhp_tf.model.network import LandmarkNet, with_activation
+    from lhp_tf.spec import ModelSpec
     from lhp_tf.tb_log import ScalarLog
 
     workdir = Path(workdir)
@@ -159,10 +160,11 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
         f"workdir {workdir}")
 
     with strategy.scope():
-        model = build_model(recipe.model, recipe.num_landmarks)
+        spec = ModelSpec.from_recipe(recipe)
+        model = LandmarkNet(spec)
         optimizer = make_optimizer(recipe)
         optimizer.build(model.trainable_variables)
-    eval_model = with_heatmap_activation(model, t.loss)
+    eval_model = with_activation(model, spec.codec.activation)
     infer = heatmap_fn(eval_model)
     loss_fn = heatmap_loss(t.loss)
 
@@ -230,7 +232,7 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
         validate = (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs
         if validate:
             v0 = time.perf_counter()
-            p = predict(eval_model, recipe, val_samples, infer=infer)
+            p = predict(eval_model, spec, recipe, val_samples, infer=infer)
             row["val_nme"] = 100.0 * float(nme(p.pred, p.truth, p.norm).mean())
             row["val_s"] = round(time.perf_counter() - v0, 2)
         state.epoch = epoch + 1

@@ -62,7 +62,8 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
 
     rec = find_recipe(checkpoint, recipe, overrides)
     bundle = load_bundle(data)
-    model = inference_model(load_checkpoint(checkpoint), rec, where=str(checkpoint))
+    trained, spec = load_checkpoint(checkpoint, rec)
+    model = inference_model(trained, spec, where=str(checkpoint))
     calib = calibration_images(rec, calib_samples)
     representative = representative_dataset(calib)
     rng = np.random.default_rng(0)
@@ -73,10 +74,10 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
     with tempfile.TemporaryDirectory(prefix="lhp_drift_") as tmp:
         out = Path(save_dir) if save_dir is not None else Path(tmp)
         float_path = out / "float.tflite"
-        write_bytes(float_path, convert_tflite(model, rec, "float"))
+        write_bytes(float_path, convert_tflite(model, spec, "float", recipe=rec))
         kept: list[str] = []
         if (keep_float or denylist) and int8_model is None:
-            data_bytes, kept, errors = selective_int8(model, rec, representative, debug_images, keep_float, denylist)
+            data_bytes, kept, errors = selective_int8(model, spec, rec, representative, debug_images, keep_float, denylist)
             int8_path = out / "int8_selective.tflite"
             write_bytes(int8_path, data_bytes)
         else:
@@ -84,7 +85,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
                 int8_path = Path(int8_model)
             else:
                 int8_path = out / "int8.tflite"
-                write_bytes(int8_path, convert_tflite(model, rec, "int8", representative))
+                write_bytes(int8_path, convert_tflite(model, spec, "int8", representative, rec))
             errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration),
                                   names)
         decoder = rec.eval.decoder

@@ -25,9 +25,10 @@ def post_training_int8(checkpoint: str | os.PathLike[str], output: str | os.Path
                                 overrides=overrides, calib_samples=calib_samples)
         return out, []
     rec = find_recipe(checkpoint, recipe, overrides)
-    model = inference_model(load_checkpoint(checkpoint), rec, where=str(checkpoint))
+    trained, spec = load_checkpoint(checkpoint, rec)
+    model = inference_model(trained, spec, where=str(checkpoint))
     calib = calibration_images(rec, calib_samples)
-    data, kept, _ = selective_int8(model, rec, representative_dataset(calib), calib[:debug_samples],
+    data, kept, _ = selective_int8(model, spec, rec, representative_dataset(calib), calib[:debug_samples],
                                    keep_float, denylist)
     write_bytes(output, data)
     return Path(output), kept

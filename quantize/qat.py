@@ -31,17 +31,18 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
                                 lr: float | None = None, steps_per_epoch: int | None = None,
                                 max_samples: int | None = None, calib_samples: int | None = None) -> Path:
     """Parent side: export weights + recipe, run the tf_keras child, return the written .tflite."""
+    import json
+
     from lhp_tf.converters.inference_model import load_checkpoint
     from lhp_tf.converters.run_folder import find_recipe
 
     from lhp_tf.config import dump_recipe
-
-    from .qat_model import save_layer_weights
+    from lhp_tf.model.weights import save_layer_weights
 
     if epochs <= 0:
         raise LhpError(f"--epochs {epochs}: must be > 0")
     rec = find_recipe(checkpoint, recipe, overrides)
-    trained = load_checkpoint(checkpoint)
+    trained, spec = load_checkpoint(checkpoint, rec)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lhp_qat_", dir=out.parent) as tmp:
@@ -49,7 +50,10 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         save_layer_weights(trained, weights)
         recipe_file = Path(tmp) / "recipe.yaml"
         recipe_file.write_text(dump_recipe(rec))
-        cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--weights", str(weights),
+        spec_file = Path(tmp) / "spec.json"
+        spec_file.write_text(json.dumps(spec.to_dict()))
+        cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--spec", str(spec_file),
+               "--weights", str(weights),
                "--epochs", str(epochs), "-o", str(out), "--checkpoint", str(checkpoint)]
         for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
                             ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
@@ -113,6 +117,7 @@ def child_main(argv: Sequence[str]) -> int:
     """Child side (tf_keras): build, load, annotate, fine-tune, convert to int8 with metadata."""
     p = argparse.ArgumentParser(prog="python -m lhp_tf.quantize.qat")
     p.add_argument("recipe")
+    p.add_argument("--spec", required=True, help="the checkpoint's ModelSpec as JSON")
     p.add_argument("--weights", required=True)
     p.add_argument("--checkpoint", default="")
     p.add_argument("--epochs", type=int, required=True)
@@ -124,26 +129,30 @@ def child_main(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    import json
+
     from lhp_tf.converters.tflite import convert_tflite, representative_dataset, write_bytes
 
     from lhp_tf.config import load_recipe
-    from lhp_tf.model.network import with_heatmap_activation
+    from lhp_tf.model.network import with_activation
+    from lhp_tf.spec import ModelSpec
 
     from .calibration import calibration_images
     from .qat_model import build_qat_model, require_legacy
 
     require_legacy()
     rec = load_recipe(args.recipe)
-    model = build_qat_model(rec, args.weights, batch_size=None)
+    spec = ModelSpec.from_dict(json.loads(Path(args.spec).read_text()), args.spec)
+    model = build_qat_model(spec, args.weights, batch_size=None)
     lr = args.lr if args.lr is not None else final_lr(rec)
     _train(rec, model, args.epochs, lr, args.steps_per_epoch, args.max_samples)
-    fixed = build_qat_model(rec, args.weights, batch_size=1)
+    fixed = build_qat_model(spec, args.weights, batch_size=1)
     fixed.set_weights(model.get_weights())
-    deploy = with_heatmap_activation(fixed, rec.train.loss)
+    deploy = with_activation(fixed, spec.codec.activation)
     # Ranges come from the fake-quant nodes (so no MSE range search over them); the converter
     # still wants sample inputs for int8 I/O.
     calib = calibration_images(rec, args.calib_samples or min(rec.export.calib_samples, 32))
-    data = convert_tflite(deploy, rec, "int8", representative_dataset(calib), calibration="minmax",
+    data = convert_tflite(deploy, spec, "int8", representative_dataset(calib), rec, calibration="minmax",
                           extra_metadata={"qat_epochs": args.epochs, "qat_from": args.checkpoint})
     write_bytes(args.output, data)
     return 0

@@ -3,8 +3,8 @@
 Runs only under ``TF_USE_LEGACY_KERAS=1`` (tfmot 0.8.1 refuses Keras 3 models): the network is
 built by the same ``build_model`` as everywhere else, which then uses tf_keras through
 ``lhp_tf.model.kbackend``. Weights arrive from the Keras 3 checkpoint as an ``.npz`` keyed by
-layer name (``layer/index``), so nothing depends on the two Keras versions ordering a whole
-model's weights alike.
+layer name (``lhp_tf.model.weights``), so nothing depends on the two Keras versions ordering a
+whole model's weights alike.
 
 tfmot's default 8-bit registry knows the built-in layers (conv, depthwise, BN folding, ReLU,
 Add, Concatenate, pooling...) but not our custom layers nor, in 0.8.1, ``Multiply``. They get
@@ -19,10 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
-from lhp_tf.config import Recipe
-from lhp_tf.errors import LhpError
+from lhp_tf.spec import ModelSpec
 
 #: Custom lhp-tf layers that only move values around (no arithmetic on them).
 PASS_THROUGH = ("ChannelShuffle", "ChannelSplit", "NearestUpsample")
@@ -35,37 +32,6 @@ def require_legacy() -> None:
 
     if not LEGACY:
         raise RuntimeError("QAT must run with TF_USE_LEGACY_KERAS=1 (tfmot needs tf_keras models)")
-
-
-def save_layer_weights(model: Any, path: str | os.PathLike[str]) -> int:
-    """Every layer's weights to ``path`` as ``name/index`` arrays; returns the tensor count."""
-    arrays = {f"{layer.name}/{i}": np.asarray(w) for layer in model.layers
-              for i, w in enumerate(layer.get_weights())}
-    np.savez(path, **arrays)
-    return len(arrays)
-
-
-def load_layer_weights(model: Any, path: str | os.PathLike[str], source: str) -> None:
-    """Assign ``save_layer_weights`` arrays to ``model``'s layers by name; refuse any mismatch."""
-    with np.load(path) as z:
-        saved = {k: z[k] for k in z.files}
-    used = 0
-    for layer in model.layers:
-        current = layer.get_weights()
-        if not current:
-            continue
-        values = [saved.get(f"{layer.name}/{i}") for i in range(len(current))]
-        missing = [i for i, v in enumerate(values) if v is None]
-        if missing:
-            raise LhpError(f"{source}: layer {layer.name} has no saved weights (was the checkpoint built "
-                           "from another recipe?)")
-        for cur, val in zip(current, values, strict=True):
-            if cur.shape != val.shape:
-                raise LhpError(f"{source}: layer {layer.name}: saved shape {val.shape}, model {cur.shape}")
-        layer.set_weights(values)
-        used += len(values)
-    if used != len(saved):
-        raise LhpError(f"{source}: {len(saved) - used} saved weight tensors match no layer of the QAT model")
 
 
 def _configs() -> tuple[Any, Any]:
@@ -134,15 +100,16 @@ def quantize_model(model: Any) -> Any:
         return qk.quantize_apply(annotated)
 
 
-def build_qat_model(recipe: Recipe, weights: str | os.PathLike[str], batch_size: int | None) -> Any:
-    """The recipe's network (tf_keras) with the checkpoint's weights, deploy-rewritten, QAT-wrapped."""
+def build_qat_model(spec: ModelSpec, weights: str | os.PathLike[str], batch_size: int | None) -> Any:
+    """The spec's network (tf_keras) with the checkpoint's weights, deploy-rewritten, QAT-wrapped."""
     from lhp_tf.converters.inference_model import xnnpack_friendly
 
-    from lhp_tf.model.network import build_model
+    from lhp_tf.model.network import build_from_spec
+    from lhp_tf.model.weights import assign_layer_weights, load_layer_weights
 
     require_legacy()
-    model = build_model(recipe.model, recipe.num_landmarks, batch_size=batch_size)
-    load_layer_weights(model, weights, str(weights))
+    model = build_from_spec(spec.arch, batch_size=batch_size)
+    assign_layer_weights(model, load_layer_weights(weights), str(weights))
     model = xnnpack_friendly(model)
     return quantize_model(model)
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
+from lhp_tf.spec import ModelSpec
 
 from .layer_error import LayerError, debugger, layer_errors
 
@@ -37,7 +38,7 @@ def tensors_of(errors: Sequence[LayerError], layers: Sequence[str]) -> list[str]
     return [e.tensor_name for e in errors if e.layer in wanted]
 
 
-def selective_int8(model: Any, recipe: Recipe, representative: Any, debug_images: np.ndarray,
+def selective_int8(model: Any, spec: ModelSpec, recipe: Recipe, representative: Any, debug_images: np.ndarray,
                    keep_float: int = 0, denylist: Sequence[str] = ()) -> tuple[bytes, list[str], list[LayerError]]:
     """Int8 .tflite bytes (metadata embedded) with some layers in float; returns the layers kept."""
     from lhp_tf.converters.tflite import metadata_for, quantize_full_integer
@@ -56,7 +57,7 @@ def selective_int8(model: Any, recipe: Recipe, representative: Any, debug_images
         raise LhpError(f"none of the layers {', '.join(keep)} has a quantised tensor to keep in float")
     data = quantize_full_integer(model, representative, denylisted_nodes=nodes,
                                 calibration=recipe.export.calibration)
-    meta = metadata_for(recipe, "int8")
+    meta = metadata_for(spec, "int8", recipe)
     meta["float_layers"] = keep
     meta["calibration"] = recipe.export.calibration
     return embed_metadata(data, meta), keep, errors

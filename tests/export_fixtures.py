@@ -24,12 +24,13 @@ def make_run(folder: Path, cache: Path) -> Path:
     """Write ``folder/best.keras`` and ``folder/recipe.yaml``; returns the checkpoint path."""
     from lhp_tf.config import dump_recipe, load_recipe
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.model.network import build_model
+    from lhp_tf.model.network import LandmarkNet
+    from lhp_tf.spec import ModelSpec
 
     repo = Path(__file__).resolve().parents[1]
     recipe = load_recipe(repo / "recipes" / "synthetic-300w.yaml",
                          [*TINY_OVERRIDES, f"data.cache_dir={cache}"])
-    model = build_model(recipe.model, recipe.num_landmarks)
+    model = LandmarkNet(ModelSpec.from_recipe(recipe))
     rng = np.random.default_rng(0)
     for layer in model.layers:
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)

@@ -41,9 +41,8 @@ def images(run: Path) -> np.ndarray:
 
 def _keras_heatmaps(run: Path, images: np.ndarray) -> np.ndarray:
     from lhp_tf.converters.inference_model import inference_model, load_checkpoint
-    from lhp_tf.converters.run_folder import find_recipe
 
-    model = inference_model(load_checkpoint(run), find_recipe(run))
+    model = inference_model(*load_checkpoint(run))
     return np.concatenate([model(images[i:i + 1].astype(np.float32) / 255.0).numpy() for i in range(len(images))])
 
 
@@ -52,6 +51,7 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
     from lhp_tf.converters.run_folder import find_recipe
 
     from lhp_tf.data.flip import flip_permutation
+    from lhp_tf.spec import ModelSpec
     from lhp_tf.tflite_metadata import read_metadata
 
     rec = find_recipe(run)
@@ -59,13 +59,14 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
         meta = read_metadata(path)
         assert meta["quant"] == quant
         assert meta["recipe_hash"] == rec.hash()
-        assert meta["input_size"] == [64, 64]
-        assert meta["num_landmarks"] == 68
-        assert meta["heatmap_stride"] == 4
-        assert meta["heatmap_activation"] == "sigmoid"
-        assert meta["flip_permutation"] == flip_permutation(68).tolist()
+        spec = ModelSpec.from_dict(meta["spec"])
+        assert spec == ModelSpec.from_recipe(rec)
+        assert spec.input_size == (64, 64) and spec.num_landmarks == 68
+        assert spec.codec.stride == 4 and spec.codec.sigma == rec.data.heatmap_sigma
+        assert spec.codec.activation == "sigmoid"
+        assert list(spec.flip_permutation) == flip_permutation(68).tolist()
         assert meta["input_scale"] == pytest.approx(1 / 255)
-        assert meta["dataset_format"] == "300w" and meta["arch"] == "lhp-small"
+        assert spec.dataset_format == "300w" and spec.arch.name == "lhp-small"
         assert meta.get("calibration") == ("mse" if quant == "int8" else None)
 
 

@@ -188,11 +188,10 @@ def test_show_writes_a_grid(tmp_path, cache_dir):
 
 
 def test_targets_decode_to_the_points_with_the_contract_decoder(recipe, samples):
-    from lhp_tf.decode import decode_dark, heatmap_to_crop
+    from lhp_tf.spec import ModelSpec
 
     b = _first(pipeline.batches(recipe, samples, 5, 0))
-    coords, _ = decode_dark(b["heatmap"])
-    crop = heatmap_to_crop(coords)
+    crop, _ = ModelSpec.from_recipe(recipe).codec.decode(np.asarray(b["heatmap"]))
     p = b["points"]
     inner = (p > 8).all(-1) & (p < 87).all(-1)
     assert inner.sum() > 100

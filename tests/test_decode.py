@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lhp_tf.codec import HeatmapCodec
 from lhp_tf.decode import (
-    crop_to_heatmap,
     crop_to_image,
-    decode,
     decode_argmax,
     decode_dark,
     flip_heatmaps_back,
-    heatmap_to_crop,
 )
 
 
@@ -64,22 +62,26 @@ def test_peak_on_the_border_stays_in_range():
     hm[0, 0, 0, 0] = 1.0
     hm[0, 7, 3, 1] = 1.0
     for method in ("dark", "argmax"):
-        coords, _ = decode(hm, method)
-        np.testing.assert_allclose(coords[0], [[0, 0], [3, 7]], atol=1e-6)
+        codec = HeatmapCodec(input_size=(32, 32), decoder=method)
+        coords, _ = codec.decode(hm)
+        np.testing.assert_allclose(codec.crop_to_heatmap(coords[0]), [[0, 0], [3, 7]], atol=1e-6)
 
 
 def test_decode_rejects_unknown_method_and_bad_shape():
-    with pytest.raises(ValueError, match="unknown decoder"):
-        decode(np.zeros((1, 4, 4, 1)), "soft")
+    from lhp_tf.errors import LhpError
+
+    with pytest.raises(LhpError, match="decoder 'soft'"):
+        HeatmapCodec(decoder="soft")
     with pytest.raises(ValueError, match=r"\(N, h, w, K\)"):
         decode_dark(np.zeros((4, 4, 1)))
 
 
 def test_crop_heatmap_round_trip_and_pixel_centres():
     # a crop pixel block [0, 4) has its centre 1.5 at heatmap pixel 0; the crop centre maps to the heatmap centre
-    np.testing.assert_allclose(crop_to_heatmap(np.array([1.5, 47.5, -0.5]), 4), [0.0, 11.5, -0.5])
+    codec = HeatmapCodec(input_size=(96, 96), stride=4)
+    np.testing.assert_allclose(codec.crop_to_heatmap(np.array([1.5, 47.5, -0.5])), [0.0, 11.5, -0.5])
     x = np.random.default_rng(2).uniform(-5, 100, size=(3, 5, 2))
-    np.testing.assert_allclose(heatmap_to_crop(crop_to_heatmap(x, 4), 4), x)
+    np.testing.assert_allclose(codec.heatmap_to_crop(codec.crop_to_heatmap(x)), x)
 
 
 def test_flip_back_maps_mirrored_peaks_to_the_original_positions():

@@ -19,7 +19,7 @@ from lhp_tf.demo import main as demo
 from lhp_tf.demo import plan
 from lhp_tf.errors import LhpError
 
-PHOTO = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+PHOTO = Path(__file__).resolve().parents[1] / "lhp_tf" / "assets" / "astronaut.jpg"
 
 
 def test_plan_scales_the_schedule_and_keeps_data_in_the_report_folder(tmp_path: Path) -> None:

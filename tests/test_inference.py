@@ -1,7 +1,7 @@
 """lhp_tf.inference / face_detect / smoothing: known answers on toy models and a real photo.
 
-The photo is tests/assets/astronaut.jpg (Eileen Collins, NASA, public domain; see
-tests/assets/README.md). The known-answer model is tests/tflite_toys.py's "blob" model:
+The photo is lhp_tf/assets/astronaut.jpg (Eileen Collins, NASA, public domain; see
+lhp_tf/assets/README.md). The known-answer model is tests/tflite_toys.py's "blob" model:
 landmark k is read from a Gaussian blob in crop channel k, so cropping, decoding and mapping
 back to image pixels must recover the blob centres.
 """
@@ -30,8 +30,7 @@ from lhp_tf.face_detect import (
 from lhp_tf.inference import LandmarkDetector
 from lhp_tf.smoothing import FaceTracks, OneEuroFilter
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-PHOTO = ASSETS / "astronaut.jpg"
+PHOTO = Path(__file__).resolve().parents[1] / "lhp_tf" / "assets" / "astronaut.jpg"
 #: where the face of the astronaut photo is (x_min, y_min, x_max, y_max), checked by eye
 FACE = (175, 80, 275, 185)
 
@@ -130,7 +129,7 @@ def test_tflite_recovers_known_landmarks_in_image_pixels(blob_models: dict, quan
     from tflite_toys import INPUT, K
 
     det = LandmarkDetector.from_path(blob_models[quant])
-    assert det.info.input_size == (INPUT, INPUT) and det.info.num_landmarks == K
+    assert det.spec.input_size == (INPUT, INPUT) and det.spec.num_landmarks == K
     box = np.array([150.0, 90.0, 230.0, 170.0])
     crop_pts = np.array([[20.0, 24.0], [40.5, 30.0], [31.0, 45.5]])
     image, truth = _blob_image(K, INPUT, box, crop_pts)
@@ -174,17 +173,18 @@ def test_unknown_or_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_keras_checkpoint_in_a_run_folder_gives_68_points_on_a_photo(tmp_path: Path) -> None:
-    """An untrained lhp-small: the point is the plumbing (recipe, sigmoid, 68 points in the crop)."""
+def test_keras_checkpoint_alone_gives_68_points_on_a_photo(tmp_path: Path) -> None:
+    """An untrained lhp-small: the point is the plumbing (the checkpoint's own spec says the
+    landmark count, the crop and the sigmoid; no recipe beside it)."""
     from lhp_tf.checkpoint import save_keras
-    from lhp_tf.config import dump_recipe, load_recipe
-    from lhp_tf.model.network import build_model
+    from lhp_tf.config import load_recipe
+    from lhp_tf.model.network import LandmarkNet
+    from lhp_tf.spec import ModelSpec
 
     # one small stage keeps building/loading fast; the loading path is the same for any size
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "300w-small.yaml",
                          ["model.modules=[1]", "model.blocks=[1]", "model.channels=[16, 32]"])
-    save_keras(build_model(recipe.model, recipe.num_landmarks), tmp_path / "best.keras")
-    (tmp_path / "recipe.yaml").write_text(dump_recipe(recipe))
+    save_keras(LandmarkNet(ModelSpec.from_recipe(recipe)), tmp_path / "best.keras")
     det = LandmarkDetector.from_path(tmp_path / "best.keras")
     faces = det(_photo())
     assert len(faces) == 1
@@ -197,11 +197,20 @@ def test_keras_checkpoint_in_a_run_folder_gives_68_points_on_a_photo(tmp_path: P
     assert (f.landmarks[:, 1] > y0 - pad).all() and (f.landmarks[:, 1] < y1 + pad).all()
 
 
-def test_keras_checkpoint_without_recipe_names_what_is_missing(tmp_path: Path) -> None:
-    ckpt = tmp_path / "lonely.keras"
-    ckpt.write_bytes(b"zip")
-    with pytest.raises(LhpError, match="recipe.yaml"):
+@pytest.mark.slow
+def test_old_checkpoint_without_spec_or_recipe_names_what_is_missing(tmp_path: Path) -> None:
+    """A checkpoint saved before models carried their spec needs the recipe it was trained with."""
+    from lhp_tf.checkpoint import save_keras
+    from lhp_tf.config import dump_recipe, load_recipe
+    from lhp_tf.model.network import build_model
+
+    recipe = load_recipe("300w-small", ["model.modules=[1]", "model.blocks=[1]", "model.channels=[16, 32]"])
+    ckpt = tmp_path / "old.keras"
+    save_keras(build_model(recipe.model, recipe.num_landmarks), ckpt)
+    with pytest.raises(LhpError, match="carries no model spec.*--recipe"):
         LandmarkDetector.from_path(ckpt)
+    (tmp_path / "recipe.yaml").write_text(dump_recipe(recipe))
+    assert LandmarkDetector.from_path(ckpt).spec.num_landmarks == 68
 
 
 def test_one_euro_smooths_a_still_face_and_follows_a_moving_one() -> None:

@@ -19,7 +19,7 @@ from lhp_tf.cli import main as lhp
 from lhp_tf.errors import LhpError
 from lhp_tf.predict import main as predict
 
-PHOTO = Path(__file__).resolve().parent / "assets" / "astronaut.jpg"
+PHOTO = Path(__file__).resolve().parents[1] / "lhp_tf" / "assets" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")

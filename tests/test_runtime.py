@@ -53,7 +53,8 @@ def test_op_delegation_counts_what_xnnpack_took(tmp_path, blob_models):
 def test_model_reads_metadata_and_shapes(blob_models):
     model = TFLiteModel(blob_models["float"])
     assert model.metadata["quant"] == "float"
-    assert (model.input_size, model.heatmap_size, model.num_landmarks, model.stride) == ((64, 64), (16, 16), 3, 4)
+    assert (model.input_size, model.heatmap_size, model.num_landmarks, model.codec.stride) == ((64, 64), (16, 16), 3, 4)
+    assert model.spec is not None and model.spec.arch.name == "toy"
 
 
 def test_int8_model_matches_float_after_quantisation(blob_models):

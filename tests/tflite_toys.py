@@ -54,11 +54,21 @@ def make_bundle(path: Path, n: int = 12, seed: int = 0, input_size: int = INPUT,
     return arrays
 
 
+def toy_spec(k: int = K, input_size: int = INPUT):
+    """The ModelSpec a blob model's metadata carries: K landmarks, stride 4, blob-wide Gaussians."""
+    from lhp_tf.codec import HeatmapCodec
+    from lhp_tf.model.presets import ArchSpec
+    from lhp_tf.spec import ModelSpec
+
+    size = (input_size, input_size)
+    return ModelSpec(arch=ArchSpec(name="toy", num_landmarks=k, input_size=size),
+                     codec=HeatmapCodec(input_size=size, sigma=BLOB_SIGMA / 4, activation="none"),
+                     dataset_format="300w", flip_permutation=tuple(range(k)), box_scale=1.25)
+
+
 def _metadata(k: int, input_size: int, quant: str) -> dict:
-    return {"model_name": "blob", "arch": "toy", "recipe_hash": "0", "input_size": [input_size, input_size],
-            "input_scale": 1 / 255, "input_mean": 0, "num_landmarks": k, "heatmap_stride": 4,
-            "heatmap_activation": "none", "flip_permutation": list(range(k)), "dataset_format": "300w",
-            "box_scale": 1.25, "quant": quant, "lhp_tf_version": "test"}
+    return {"model_name": "blob", "recipe_hash": "0", "input_scale": 1 / 255, "input_mean": 0,
+            "quant": quant, "lhp_tf_version": "test", "spec": toy_spec(k, input_size).to_dict()}
 
 
 def blob_keras_model(k: int = K, input_size: int = INPUT):

@@ -55,3 +55,8 @@ def flip_landmarks(landmarks: np.ndarray, width: int) -> np.ndarray:
     out = lm[..., perm, :].copy()
     out[..., 0] = (width - 1) - out[..., 0]
     return out
+
+
+def has_flip_table(num_landmarks: int) -> bool:
+    """Whether :func:`flip_permutation` knows this landmark count."""
+    return num_landmarks in _TABLES

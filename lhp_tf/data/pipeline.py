@@ -7,7 +7,8 @@ warp for scale, rotation, translation and flip). Every random number is drawn fr
 stateless generator keyed by (seed, epoch, batch), and the order is a numpy permutation of
 (seed, epoch): a resumed run sees exactly the same batches, whatever the thread timing.
 
-Heatmap targets use the CONTRACTS coordinate formula ``u = (x + 0.5) / s - 0.5``.
+Heatmap targets are drawn with the model's heatmap codec (``lhp_tf.codec``: its stride, sigma
+and coordinate formula), the codec a checkpoint of this recipe carries and decodes with.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from collections import OrderedDict
 import numpy as np
 import tensorflow as tf
 
+from lhp_tf.codec import HeatmapCodec
 from lhp_tf.config import Recipe
 from lhp_tf.data.flip import flip_permutation
 from lhp_tf.data.images import CropCache, build_cache, eval_arrays
 from lhp_tf.data.sample import DataError, ProblemLog, Sample
+from lhp_tf.spec import ModelSpec
 
-STRIDE = 4
 _CACHES: OrderedDict[str, CropCache] = OrderedDict()
 
 
@@ -59,11 +61,15 @@ def epoch_order(num: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 0x0DE5]).permutation(num).astype(np.int32)
 
 
-def heatmaps(points: tf.Tensor, size: tuple[int, int], sigma: float) -> tf.Tensor:
-    """Gaussian targets ``(B, h, w, K)`` centred at crop points ``(B, K, 2)`` (sub-pixel)."""
-    h, w = size[0] // STRIDE, size[1] // STRIDE
-    u = (points[..., 0] + 0.5) / STRIDE - 0.5
-    v = (points[..., 1] + 0.5) / STRIDE - 0.5
+def heatmaps(points: tf.Tensor, codec: HeatmapCodec) -> tf.Tensor:
+    """Gaussian targets ``(B, h, w, K)`` centred at crop points ``(B, K, 2)`` (sub-pixel).
+
+    The TF twin of ``HeatmapCodec.encode`` (a test holds them equal).
+    """
+    h, w = codec.heatmap_size
+    sigma = codec.sigma
+    uv = codec.crop_to_heatmap(points)
+    u, v = uv[..., 0], uv[..., 1]
     gx = tf.range(w, dtype=tf.float32)
     gy = tf.range(h, dtype=tf.float32)
     ex = tf.exp(-tf.square(gx[None, None, :] - u[..., None]) / (2 * sigma * sigma))
@@ -146,7 +152,7 @@ def _blur(img: tf.Tensor, prob: float, seed: tf.Tensor) -> tf.Tensor:
 def augment_batch(recipe: Recipe, cache_images: tf.Tensor, cache_landmarks: tf.Tensor, cache_size: int,
                   margin: float, idx: tf.Tensor, seed: tf.Tensor, augment: bool = True) -> dict[str, tf.Tensor]:
     """Augment one batch of cache indices: image, crop landmarks, weights, heatmaps, cache->crop affine."""
-    d, a = recipe.data, recipe.data.augment
+    a = recipe.data.augment
     size = tuple(recipe.model.input_size)
     n = tf.shape(idx)[0]
     k = recipe.num_landmarks
@@ -181,7 +187,7 @@ def augment_batch(recipe: Recipe, cache_images: tf.Tensor, cache_landmarks: tf.T
         if a.blur > 0:
             images = _blur(images, a.blur, seed)
     return {"image": images, "points": pts, "weight": tf.cast(inside, tf.float32),
-            "heatmap": heatmaps(pts, size, d.heatmap_sigma), "cache2crop": fwd}
+            "heatmap": heatmaps(pts, ModelSpec.from_recipe(recipe).codec), "cache2crop": fwd}
 
 
 def _options(recipe: Recipe) -> tf.data.Options:

@@ -2,7 +2,7 @@
 
 Each tile is one pipeline output: the input crop with the target landmarks (green; red
 when their weight is 0), the heatmap maximum over landmarks blended in red, and a cyan
-cross at the sub-pixel centre recovered from each heatmap. When the cross and the dot
+cross at the sub-pixel centre the model's codec decodes from each heatmap. When the cross and the dot
 agree after rotation, scaling and flipping, the augmentation and the targets agree.
 """
 
@@ -15,32 +15,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-def _heatmap_centres(hm: np.ndarray, stride: int) -> np.ndarray:
-    """Centroid of the 3x3 neighbourhood of each heatmap's peak, in crop pixels."""
-    h, w, k = hm.shape
-    out = np.zeros((k, 2), np.float32)
-    for j in range(k):
-        m = hm[..., j]
-        y, x = np.unravel_index(np.argmax(m), m.shape)
-        y0, y1, x0, x1 = max(y - 1, 0), min(y + 2, h), max(x - 1, 0), min(x + 2, w)
-        patch = m[y0:y1, x0:x1]
-        gy, gx = np.mgrid[y0:y1, x0:x1]
-        s = patch.sum() or 1.0
-        u, v = (patch * gx).sum() / s, (patch * gy).sum() / s
-        out[j] = ((u + 0.5) * stride - 0.5, (v + 0.5) * stride - 0.5)
-    return out
+from lhp_tf.codec import HeatmapCodec
 
 
 def draw_tile(image: np.ndarray, points: np.ndarray, weight: np.ndarray, heatmap: np.ndarray,
-              scale: int = 3) -> np.ndarray:
-    """One tile (RGB uint8, ``scale`` times the crop size)."""
+              codec: HeatmapCodec, scale: int = 3) -> np.ndarray:
+    """One tile (RGB uint8, ``scale`` times the crop size); crosses decoded with ``codec``."""
     h, w = image.shape[:2]
     img = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     hm = cv2.resize(heatmap.max(-1), (w, h), interpolation=cv2.INTER_LINEAR)
     img = (img * (1 - 0.35 * hm[..., None]) + np.array([255, 0, 0]) * 0.35 * hm[..., None]).astype(np.uint8)
     big = cv2.resize(img, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
-    centres = _heatmap_centres(heatmap, h // heatmap.shape[0])
+    centres = codec.decode(heatmap[None])[0][0]
     for (x, y), ok, (cx, cy) in zip(points, weight, centres, strict=True):
         p = (int(round((x + 0.5) * scale - 0.5)), int(round((y + 0.5) * scale - 0.5)))
         cv2.circle(big, p, 2, (0, 255, 0) if ok else (255, 0, 0), -1, cv2.LINE_AA)
@@ -54,11 +40,14 @@ def show(recipe, split: str, out: Path, augment: bool, num: int = 16, seed: int 
     """Write a grid of ``num`` pipeline outputs of ``split`` to ``out`` (PNG)."""
     from lhp_tf.data import pipeline
     from lhp_tf.data.datasets import read_split
+    from lhp_tf.spec import ModelSpec
 
     samples = read_split(recipe.data, split)
     batch = next(iter(pipeline.batches(recipe, samples, seed, 0, augment=augment, batch_size=num)))
     b = {k: v.numpy() for k, v in batch.items()}
-    tiles = [draw_tile(b["image"][i], b["points"][i], b["weight"][i], b["heatmap"][i]) for i in range(len(b["image"]))]
+    codec = ModelSpec.from_recipe(recipe).codec
+    tiles = [draw_tile(b["image"][i], b["points"][i], b["weight"][i], b["heatmap"][i], codec)
+             for i in range(len(b["image"]))]
     cols = int(np.ceil(np.sqrt(len(tiles))))
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))

@@ -2,7 +2,7 @@
 
 Everything is counted from the model's layers and their static output shapes (per image), so
 the figures describe the graph that is trained and exported, not a hand formula. Rules follow
-mmcv's ``get_model_complexity_info`` (REFERENCE section 3), one multiply-add = one FLOP:
+mmcv's ``get_model_complexity_info`` (docs/FACTS.md, section 3), one multiply-add = one FLOP:
 
 * conv / depthwise conv: k*k*C_in/groups*C_out*H_out*W_out MACs, plus C_out*H_out*W_out for a bias;
 * dense: in*out; BatchNorm: 2 x elements; ReLU: 1 x elements; sigmoid, add, multiply,

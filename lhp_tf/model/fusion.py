@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lhp_tf.kinds import FUSION_KINDS
 from lhp_tf.model.conv import batch_norm, conv_bn, dw_bn, kernel_init
 from lhp_tf.model.kbackend import keras
 from lhp_tf.model.ops import ChannelShuffle, ChannelSplit, NearestUpsample
-from lhp_tf.model.presets import FUSION_KINDS
 
 
 def group_conv_bn(x: Any, filters: int, groups: int, name: str) -> Any:

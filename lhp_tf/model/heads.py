@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from lhp_tf.kinds import HEAD_KINDS
 from lhp_tf.model.conv import conv_bias, conv_bn, dw_bn
 from lhp_tf.model.kbackend import keras
-from lhp_tf.model.presets import HEAD_KINDS
 
 
 def _upsample(x: Any, factor: int, name: str) -> Any:

@@ -3,7 +3,14 @@
 Layout: stem (stride 4) -> for each stage: transition (adds a branch at half resolution),
 then ``modules[s]`` times (``blocks[s]`` CCW blocks, one fusion block) -> optional iterative
 head -> output head. Layer names start with their block type (stem, transition, ccw, fusion,
-head): the FLOPs breakdown and the QAT weight transfer rely on it.
+head): the FLOPs breakdown relies on it, and weights move between two builds of one
+architecture by layer name (:mod:`lhp_tf.model.weights`).
+
+A trained network is a :class:`LandmarkNet`: the functional graph of its ``ArchSpec`` that also
+carries the whole :class:`lhp_tf.spec.ModelSpec` (codec, landmark scheme, crop rule) in its
+Keras config, the way keras-hub's backbones return their constructor arguments from
+``get_config``. A ``.keras`` checkpoint therefore says what it is; export, evaluation and
+inference read the spec from it rather than from a recipe found beside it.
 """
 
 from __future__ import annotations
@@ -16,16 +23,17 @@ from lhp_tf.errors import LhpError
 from lhp_tf.model.ccw import ccw_block
 from lhp_tf.model.fusion import fusion_block
 from lhp_tf.model.heads import iterative_head, output_head
-from lhp_tf.model.kbackend import keras
+from lhp_tf.model.kbackend import keras, register_serializable
 from lhp_tf.model.presets import BLOCK_TYPES, ArchSpec, resolve
 from lhp_tf.model.stem import stem
 from lhp_tf.model.transition import transition
 
-__all__ = ["BLOCK_TYPES", "build_from_spec", "build_model", "load_model", "with_heatmap_activation"]
+__all__ = ["BLOCK_TYPES", "LandmarkNet", "build_from_spec", "build_model", "load_model", "spec_of",
+           "with_activation", "with_heatmap_activation"]
 
 
-def build_from_spec(spec: ArchSpec, batch_size: int | None = None) -> Any:
-    """The Keras model for a resolved spec: (H, W, 3) in [0, 1] -> (H/4, W/4, K) logits."""
+def _graph(spec: ArchSpec, batch_size: int | None) -> tuple[Any, Any]:
+    """Input and output tensors of the network for ``spec``."""
     h, w = spec.input_size
     inputs = keras.Input((h, w, 3), batch_size=batch_size, name="image", dtype="float32")
     ys = [stem(inputs, spec.stem_channels)]
@@ -40,8 +48,49 @@ def build_from_spec(spec: ArchSpec, batch_size: int | None = None) -> Any:
         ys = xs
     if spec.iterative_head:
         ys = iterative_head(ys)
-    out = output_head(ys, spec.head, spec.num_landmarks)
-    return keras.Model(inputs, out, name=spec.name.replace("-", "_"))
+    return inputs, output_head(ys, spec.head, spec.num_landmarks)
+
+
+def _model_name(spec: ArchSpec) -> str:
+    return spec.name.replace("-", "_")
+
+
+def build_from_spec(spec: ArchSpec, batch_size: int | None = None) -> Any:
+    """A plain functional model for ``spec``: (H, W, 3) in [0, 1] -> (H/4, W/4, K) logits."""
+    inputs, out = _graph(spec, batch_size)
+    return keras.Model(inputs, out, name=_model_name(spec))
+
+
+@register_serializable
+class LandmarkNet(keras.Model):
+    """The network of a :class:`lhp_tf.spec.ModelSpec`, carrying that spec in its config.
+
+    ``LandmarkNet(spec)`` builds the functional graph of ``spec.arch``; ``model.spec`` is the
+    spec; saving to ``.keras`` stores it and loading rebuilds the same graph from it.
+    """
+
+    def __init__(self, spec: Any, batch_size: int | None = None, **kwargs: Any) -> None:
+        from lhp_tf.spec import ModelSpec
+
+        spec = spec if isinstance(spec, ModelSpec) else ModelSpec.from_dict(spec, "checkpoint spec")
+        inputs, out = _graph(spec.arch, batch_size)
+        kwargs.setdefault("name", _model_name(spec.arch))
+        super().__init__(inputs=inputs, outputs=out, **kwargs)
+        self.spec = spec
+        self.batch_size = batch_size
+
+    def get_config(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(), "batch_size": self.batch_size, "name": self.name,
+                "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> LandmarkNet:
+        return cls(**config)
+
+
+def spec_of(model: Any) -> Any:
+    """The ModelSpec a model carries, or None for a plain functional model (older checkpoints)."""
+    return getattr(model, "spec", None)
 
 
 def build_model(cfg: ModelConfig, num_landmarks: int, batch_size: int | None = None) -> Any:
@@ -49,14 +98,23 @@ def build_model(cfg: ModelConfig, num_landmarks: int, batch_size: int | None = N
     return build_from_spec(resolve(cfg, num_landmarks), batch_size=batch_size)
 
 
-def with_heatmap_activation(model: Any, loss: str) -> Any:
-    """Append a sigmoid for BCE-trained models so exported heatmaps lie in [0, 1]; MSE: unchanged."""
-    if loss == "mse":
+def with_activation(model: Any, activation: str) -> Any:
+    """``model`` followed by its codec's heatmap activation (``sigmoid``, or ``none``: unchanged)."""
+    if activation == "none":
         return model
-    if loss != "bce":
-        raise LhpError(f"train.loss: expected 'bce' or 'mse', got {loss!r}")
+    if activation != "sigmoid":
+        raise LhpError(f"heatmap activation {activation!r}: expected 'sigmoid' or 'none'")
     out = keras.layers.Activation("sigmoid", name="head_sigmoid")(model.outputs[0])
     return keras.Model(model.inputs[0], out, name=model.name)
+
+
+def with_heatmap_activation(model: Any, loss: str) -> Any:
+    """Append a sigmoid for BCE-trained models so exported heatmaps lie in [0, 1]; MSE: unchanged."""
+    from lhp_tf.kinds import ACTIVATION
+
+    if loss not in ACTIVATION:
+        raise LhpError(f"train.loss: expected one of {', '.join(ACTIVATION)}, got {loss!r}")
+    return with_activation(model, ACTIVATION[loss])
 
 
 def load_model(path: str | os.PathLike[str], compile: bool = False) -> Any:
@@ -69,3 +127,26 @@ def load_model(path: str | os.PathLike[str], compile: bool = False) -> Any:
         return keras.models.load_model(path, compile=compile)
     except (OSError, ValueError) as exc:
         raise LhpError(f"{path}: cannot load the model: {exc}") from None
+
+
+def load_trained(path: str | os.PathLike[str], recipe: Any = None) -> tuple[Any, Any]:
+    """A trained checkpoint and its :class:`lhp_tf.spec.ModelSpec`: ``(model, spec)``.
+
+    The spec comes from the checkpoint. ``recipe`` (the one beside it, or one the user names)
+    only stands in for checkpoints saved before models carried their spec, and is checked to
+    describe the same landmarks, since its data will be fed to the model.
+    """
+    from lhp_tf.spec import ModelSpec
+
+    model = load_model(path)
+    spec = spec_of(model)
+    if spec is None:
+        if recipe is None:
+            raise LhpError(f"{path}: this checkpoint carries no model spec (saved by an older lhp-tf); "
+                           "pass the recipe it was trained with (--recipe)")
+        return model, ModelSpec.from_recipe(recipe)
+    if recipe is not None and recipe.num_landmarks != spec.num_landmarks:
+        raise LhpError(f"{path}: the checkpoint predicts {spec.num_landmarks} landmarks but the recipe "
+                       f"{recipe.source or recipe.name} describes {recipe.num_landmarks} "
+                       f"({recipe.data.format}): wrong checkpoint or wrong recipe")
+    return model, spec

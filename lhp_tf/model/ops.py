@@ -4,7 +4,7 @@ Each layer uses only fixed-shape reshape / transpose / concatenation / split / m
 batch-1 graph converts to TFLite ops that XNNPACK delegates. In particular the nearest
 upsample is built from concatenated copies and reshapes: Keras' ``UpSampling2D(nearest)``
 lowers to TILE and ``Resizing(nearest)`` to RESIZE_NEAREST_NEIGHBOR, which XNNPACK did not take
-(REFERENCE section 6). The layers call TensorFlow directly so they work under Keras 3 and tf_keras.
+(docs/FACTS.md, section 6). The layers call TensorFlow directly so they work under Keras 3 and tf_keras.
 """
 
 from __future__ import annotations

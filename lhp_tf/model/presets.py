@@ -17,8 +17,9 @@ SCAF ratio r, iterative head on/off; large: widths 40.., stem 32, r 4/8; small: 
 * ``lhp-large``: exactly the Lite-HRNet-30 layout ((3, 8, 3) modules, widths 40..320, stem 32,
   CRW ratio 8) with SCAF r = 4 and the MR head on the stage outputs (no iterative head):
   1.493M params (-1.1%), 30.19 mmcv MFLOPs (-0.3%). The paper-order SCAF (multiply, then
-  resize) is what makes the FLOPs land: REFERENCE section 2's worked estimate predicted this
-  layout from the parameter count alone.
+  resize) is what makes the FLOPs land: Lite-HRNet-30's layout without fusion holds about
+  0.61M parameters and SCAF's per-merge FCs at r = 4 add about 0.89M (docs/FACTS.md, section 2),
+  which predicted this layout from the parameter count alone.
 * ``lhp-small``: no official layout fits; the closest of the 4 candidates within 3% is widths
   (24, 48, 96, 192), stem 16, modules (2, 3, 1), SCAF r = 2, iterative head kept, MR head:
   0.369M params (-0.3%), 10.22 mmcv MFLOPs (-0.3%). (Runner-up: widths 24.., modules
@@ -30,16 +31,27 @@ The paper's own settings remain unknown; both presets are labelled as our recons
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from lhp_tf.config import ModelConfig
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import FUSION_KINDS, HEAD_KINDS
 
-FUSION_KINDS = ("pointwise", "bottleneck", "group", "scaf")
+if TYPE_CHECKING:  # the board reads ArchSpec from .tflite metadata without the recipe machinery
+    from lhp_tf.config import ModelConfig
+
+
+class ArchError(LhpError):
+    """A layout that cannot build; ``key`` is the ``model.`` recipe key at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
 #: Block types, in network order; every layer name starts with one of them (the FLOPs
 #: breakdown and the QAT weight transfer rely on it).
 BLOCK_TYPES = ("stem", "transition", "ccw", "fusion", "head")
-HEAD_KINDS = ("v1", "v2", "mr")
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,30 @@ class ArchSpec(Layout):
     def num_stages(self) -> int:
         return len(self.modules)
 
+    @property
+    def input_multiple(self) -> int:
+        """Input sides must divide by this: the stem's stride 4 and one halving per stage."""
+        return 4 * 2 ** self.num_stages
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples as lists): what a checkpoint and a .tflite carry."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "arch") -> ArchSpec:
+        """The inverse of :meth:`to_dict`, validated (:func:`validate`)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise LhpError(f"{where}: unknown architecture field(s) {', '.join(unknown)} "
+                           "(written by a newer lhp-tf?)")
+        try:
+            spec = cls(**{k: (tuple(int(x) for x in v) if isinstance(v, list) else v) for k, v in data.items()})
+        except (TypeError, ValueError) as exc:
+            raise LhpError(f"{where}: invalid architecture ({exc})") from None
+        validate(spec)
+        return spec
+
 
 PRESETS: dict[str, Layout] = {
     "lite-hrnet-18": Layout(modules=(2, 4, 2)),
@@ -89,8 +125,8 @@ _OVERRIDES = tuple(f.name for f in dataclasses.fields(Layout))
 def resolve(cfg: ModelConfig, num_landmarks: int) -> ArchSpec:
     """The preset named by ``cfg.arch`` with every non-None override of ``cfg`` applied."""
     if cfg.arch not in PRESETS:
-        raise LhpError(f"model.arch: unknown architecture {cfg.arch!r} "
-                       f"(known: {', '.join(sorted(PRESETS))})")
+        raise ArchError("arch", f"model.arch: unknown architecture {cfg.arch!r} "
+                        f"(known: {', '.join(sorted(PRESETS))})")
     values = dataclasses.asdict(PRESETS[cfg.arch])
     for key in _OVERRIDES:
         value = getattr(cfg, key, None)
@@ -114,8 +150,8 @@ def pinned(cfg: ModelConfig, num_landmarks: int) -> ModelConfig:
 
 def validate(spec: ArchSpec) -> None:
     """Reject layouts that cannot build, naming the recipe key at fault."""
-    def bad(key: str, why: str) -> LhpError:
-        return LhpError(f"model.{key}: {why} (arch {spec.name})")
+    def bad(key: str, why: str) -> ArchError:
+        return ArchError(key, f"model.{key}: {why} (arch {spec.name})")
 
     n = spec.num_stages
     if n < 1:
@@ -142,7 +178,7 @@ def validate(spec: ArchSpec) -> None:
                   f"got {spec.channels}")
     if spec.num_landmarks <= 0:
         raise bad("num_landmarks", f"must be > 0, got {spec.num_landmarks}")
-    stride = 4 * 2 ** n
+    stride = spec.input_multiple
     h, w = spec.input_size
     if h <= 0 or w <= 0 or h % stride or w % stride:
         raise bad("input_size", f"height and width must be positive multiples of {stride} "

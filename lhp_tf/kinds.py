@@ -1,0 +1,34 @@
+"""The closed vocabularies of lhp-tf: each tuple below is the one list of its kind.
+
+Recipes validate against them (``lhp_tf.config`` builds its ``Literal`` types from these
+tuples), the model builders dispatch on them, the converters and the CLIs offer them as
+choices and the .tflite metadata records values from them. Adding a kind means adding it here
+and to the code that implements it; nothing else lists them.
+
+This module imports nothing.
+"""
+
+from __future__ import annotations
+
+#: landmark schemes of the two datasets the paper evaluates on (iBUG-68 and WFLW-98)
+DATASET_FORMATS = ("300w", "wflw")
+#: fusion blocks between branches: Lite-HRNet's pointwise paths, Table 2a's alternatives, SCAF
+FUSION_KINDS = ("pointwise", "bottleneck", "group", "scaf")
+#: output heads: HRNetV1 (highest branch), HRNetV2 (all branches concatenated), multi-resolution
+HEAD_KINDS = ("v1", "v2", "mr")
+#: heatmap losses; each implies the activation an exported model appends (``ACTIVATION``)
+LOSSES = ("bce", "mse")
+#: what an exported model applies to its heatmap logits, per training loss
+ACTIVATION = {"bce": "sigmoid", "mse": "none"}
+#: heatmap -> coordinate decoders (``lhp_tf.codec``)
+DECODERS = ("dark", "argmax")
+#: .tflite quantisation modes
+QUANT_MODES = ("float", "int8", "int16x8")
+#: how int8 activation ranges are chosen (``lhp_tf.converters.range_calibration``)
+CALIBRATIONS = ("minmax", "mse")
+#: ``train.distribute`` strategies (``lhp_tf.distribute``)
+DISTRIBUTE_KINDS = ("none", "mirrored", "multi_worker")
+#: what a reader does with a bad sample
+ON_ERROR = ("stop", "skip")
+#: ``train.optimizer`` choices
+OPTIMIZERS = ("adam", "adamw", "sgd")

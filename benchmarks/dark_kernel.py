@@ -92,7 +92,7 @@ def main() -> int:
     if args.run is not None:
         nmes = run_nme(args.run, KERNELS)
         print(f"\n{args.run}: NME % on the validation split per DARK kernel")
-        print(" ".join(f"k={k}: {v:.3f}" for k, v in nmes.items()))
+        print(" ".join(f"k={k}: {v:.4f}" for k, v in nmes.items()))
     return 0
 
 

@@ -6,18 +6,22 @@ import argparse
 import os
 from collections.abc import Sequence
 
+from lhp_tf.kinds import QUANT_MODES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lhp convert",
-        description="Convert a trained checkpoint (.keras) for deployment. The recipe is read from "
-                    "recipe.yaml in the checkpoint's run folder unless --recipe is given.")
+        description="Convert a trained checkpoint (.keras) for deployment. The checkpoint carries its "
+                    "model spec; the recipe (recipe.yaml in its run folder, or --recipe) names the "
+                    "calibration images for int8 and int16x8.")
     p.add_argument("checkpoint", help="trained model, e.g. runs/x/best.keras")
     p.add_argument("--to", choices=("tflite", "onnx", "saved_model"), default="tflite")
-    p.add_argument("--quant", choices=("float", "int8", "int16x8"), default=None,
-                   help="TFLite quantisation (default: the recipe's export.quant)")
+    p.add_argument("--quant", choices=QUANT_MODES, default=None,
+                   help="TFLite quantisation (default: the recipe's export.quant; float without a recipe)")
     p.add_argument("-o", "--output", required=True, help="output file (a folder for saved_model)")
-    p.add_argument("--recipe", default=None, help="recipe the checkpoint was trained with")
+    p.add_argument("--recipe", default=None, help="recipe (name or file) whose training images calibrate "
+                                                  "int8; needed for checkpoints saved before models carried a spec")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override, e.g. --set data.cache_dir=/data/cache")
     p.add_argument("--calib-samples", type=int, default=None,

@@ -157,13 +157,14 @@ def benchmark(model_path: str | Path, data_path: str | Path, reference: str | Pa
     subsets = {name: accuracy(nmes[mask]) for name, mask in zip(bundle["subset_names"], bundle["subset_masks"], strict=True)
                if mask.any()}
     meta = model.metadata or {}
+    codec = model.codec.with_decoder(decoder)
     report: dict[str, Any] = {
         "model": str(model.path), "data": str(data_path), "format": bundle["format"],
         "split": bundle["split"], "images": int(nmes.size),
         "runtime": model.runtime, "runtime_version": _runtime_version(model.runtime),
         "quant": meta.get("quant", "int8" if np.issubdtype(model.input_dtype, np.integer) else "float"),
-        "has_metadata": model.metadata is not None, "decoder": model.codec.with_decoder(decoder).decoder,
-        "codec": model.codec.with_decoder(decoder).to_dict(), "flip": flip, "threads": threads,
+        "has_metadata": model.metadata is not None, "decoder": codec.decoder,
+        "codec": codec.to_dict(), "flip": flip, "threads": threads,
         "nme": overall["nme"], "fr": overall["fr"], "auc": overall["auc"], "subsets": subsets,
         "reference_nme": None, "drift": None,
     }

@@ -23,7 +23,7 @@ def _pip(python: Path, *args: str) -> None:
 
 
 #: what a source install of lhp-tf reads (setup.cfg maps converters/ and quantize/ into lhp_tf)
-PACKAGE_SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "lhp_tf", "converters", "quantize")
+PACKAGE_SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "lhp_tf", "converters", "quantize", "recipes")
 
 
 @pytest.fixture(scope="session")

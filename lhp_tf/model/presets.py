@@ -49,6 +49,9 @@ class ArchError(LhpError):
         super().__init__(message)
         self.key = key
 
+#: The shuffle stem's total stride (two stride-2 steps): the heatmaps' stride relative to the input.
+STEM_STRIDE = 4
+
 #: Block types, in network order; every layer name starts with one of them (the FLOPs
 #: breakdown and the QAT weight transfer rely on it).
 BLOCK_TYPES = ("stem", "transition", "ccw", "fusion", "head")
@@ -87,7 +90,7 @@ class ArchSpec(Layout):
     @property
     def input_multiple(self) -> int:
         """Input sides must divide by this: the stem's stride 4 and one halving per stage."""
-        return 4 * 2 ** self.num_stages
+        return STEM_STRIDE * 2 ** self.num_stages
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples as lists): what a checkpoint and a .tflite carry."""

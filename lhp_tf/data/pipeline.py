@@ -258,6 +258,8 @@ def eval_dataset(recipe: Recipe, samples: list[Sample]) -> tf.data.Dataset:
     """
     log = ProblemLog(recipe.data.on_error)
     arr = eval_arrays(samples, tuple(recipe.model.input_size), recipe.data.box_scale, log)
+    if log.problems:
+        print(f"lhp data: evaluation: {log.summary()} (first: {log.problems[0]})", file=sys.stderr)
     index = np.nonzero(arr.keep)[0].astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices({
         "image": arr.images, "landmarks": arr.landmarks, "crop2img": arr.crop2img, "norm": arr.norm,

@@ -139,6 +139,30 @@ def test_second_training_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
         proc.wait()
 
 
+def test_two_lhp_train_commands_into_one_workdir(tmp_path: Path) -> None:
+    """End to end: the second ``lhp train`` exits 2 with one line naming the first's pid."""
+    import time
+
+    recipe = tiny_recipe(tmp_path, tmp_path / "cache")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "lhp_tf.train", str(recipe), "--workdir", str(run)]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / LOCK_FILE).is_file() or not (run / LOCK_FILE).read_text():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2
+    assert second.stderr.strip() == (f"lhp train: error: {run}: run folder is in use by another training "
+                                     f"(pid {first.pid} on {os.uname().nodename}, since "
+                                     f"{second.stderr.split(', since ')[1].split(')')[0]}); wait for it to "
+                                     f"end or choose another --workdir")
+
+
 def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = _holder(run)

@@ -511,6 +511,17 @@ def _check_ranges(recipe: Recipe, origin: _Origin, source: str) -> None:
     if d.num_parallel_calls == 0:
         raise RecipeError(f"{origin.where('data.num_parallel_calls', source)}: data.num_parallel_calls: "
                           "must be -1 (autotune) or >= 1, got 0")
+    from lhp_tf.data import w300, wflw  # numpy-only readers: the one list of split names
+
+    known = {"300w": w300.SPLITS, "wflw": wflw.SPLITS}[d.format]
+    for key, names in (("data.train_split", [d.train_split]), ("data.val_split", [d.val_split]),
+                       ("data.eval_splits", list(d.eval_splits or []))):
+        for name in names:
+            # only names a recipe set: the defaults are 300W's, and a WFLW recipe that never
+            # validates needs no val_split
+            if key in origin and name not in known:
+                raise RecipeError(f"{origin.where(key, source)}: {key}: {d.format} has no split {name!r} "
+                                  f"(known: {', '.join(known)})")
     expected = NUM_LANDMARKS[d.format]
     if recipe.model.num_landmarks is not None and recipe.model.num_landmarks != expected:
         raise RecipeError(

@@ -64,7 +64,8 @@ def test_num_landmarks_must_match_the_format(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"r\.yaml:3: model\.num_landmarks: 300w faces have 68 landmarks"):
         load_recipe(p)
     assert load_recipe(BASE, ["model.num_landmarks=68"]).num_landmarks == 68
-    assert load_recipe(BASE, ["data.format=wflw", "model.num_landmarks=98"]).num_landmarks == 98
+    assert load_recipe(BASE, ["data.format=wflw", "data.val_split=test", "data.eval_splits=[test]",
+                             "model.num_landmarks=98"]).num_landmarks == 98
 
 
 def test_exponent_without_dot_is_a_number() -> None:
@@ -96,3 +97,12 @@ def test_bad_recipe_fails_before_tensorflow_and_writes_nothing(tmp_path: Path) -
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "r.yaml:3: train.val_every: must be >= 1, got 0" in lines[0], proc.stderr
     assert not run.exists()
+
+
+def test_split_names_are_checked_against_the_format(tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text(f"base: {BASE}\ndata:\n  eval_splits: [full, tset]\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml:3: data\.eval_splits: 300w has no split 'tset' \(known: train, "):
+        load_recipe(p)
+    with pytest.raises(RecipeError, match=r"data\.val_split: wflw has no split 'full'"):
+        load_recipe(BASE, ["data.format=wflw"])

@@ -199,6 +199,8 @@ def _compose_with_lines(text: str, filename: str) -> tuple[Any, dict[str, int]]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"{filename}{line}: not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes recursively: a few thousand nested [ or {
+        raise RecipeError(f"{filename}: not a usable recipe: YAML nested too deeply") from None
     lines: dict[str, int] = {}
 
     def walk(n: Any, prefix: str) -> None:

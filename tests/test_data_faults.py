@@ -124,3 +124,22 @@ def test_empty_or_all_skipped_split_is_an_error_where_asked_for(tmp_path: Path, 
     with pytest.raises(DataError, match=r"'test' has no usable samples: no annotations found"):
         datasets.read_split(cfg, "test")
     assert datasets.read_split(cfg, "test", allow_empty=True) == []
+
+
+def test_training_images_all_unreadable_is_an_error(tmp_path: Path) -> None:
+    """Under on_error: skip a split of only unreadable images must not train on nothing."""
+    from lhp_tf.config import load_recipe
+    from lhp_tf.data.pipeline import crop_cache
+
+    lines = []
+    for i in range(3):
+        (tmp_path / "WFLW_images" / "a").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "WFLW_images" / "a" / f"{i}.jpg").write_bytes(b"not a jpeg")
+        lines.append(_wflw_line(f"a/{i}.jpg"))
+    _wflw_root(tmp_path, lines)
+    repo = Path(__file__).resolve().parents[1]
+    recipe = load_recipe(repo / "recipes" / "synthetic-wflw.yaml", [f"data.root={tmp_path}", "data.on_error=skip"])
+    samples = datasets.read_split(recipe.data, "train")
+    assert len(samples) == 3
+    with pytest.raises(DataError, match=r"none of the 3 images could be read \(first: .*:1: unreadable image"):
+        crop_cache(recipe, samples)

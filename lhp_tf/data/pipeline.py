@@ -46,9 +46,13 @@ def crop_cache(recipe: Recipe, samples: list[Sample]) -> CropCache:
         if not samples:
             raise DataError("no samples to train on: the split is empty")
         log = ProblemLog(d.on_error)
-        _CACHES[key] = build_cache(samples, d.box_scale, d.cache_size, d.cache_margin, log)
+        cache = build_cache(samples, d.box_scale, d.cache_size, d.cache_margin, log)
         if log.problems:
             print(f"lhp data: {log.summary()}", file=sys.stderr)
+        if not len(cache.images):
+            raise DataError(f"no samples to train on: none of the {len(samples)} images could be read "
+                            f"(first: {log.problems[0] if log.problems else samples[0].source})")
+        _CACHES[key] = cache
         while len(_CACHES) > 2:
             _CACHES.popitem(last=False)
     return _CACHES[key]

@@ -73,14 +73,38 @@ def load_bundle(path: str | Path) -> dict[str, Any]:
     for ok, message in checks:
         if not ok:
             raise LhpError(f"{path}: {message}")
-    if np.any(data["norm"] <= 0):
-        raise LhpError(f"{path}: norm has non-positive inter-ocular distances "
-                       f"(image {int(np.argmax(data['norm'] <= 0))})")
+    _check_values(path, data)
     data["format"] = str(data["format"])
     data["split"] = str(data["split"])
     data["subset_names"] = [str(s) for s in data["subset_names"]]
     data["subset_masks"] = data["subset_masks"].astype(bool)
     return data
+
+
+def _first_bad(bad: np.ndarray) -> str:
+    """'image I (and N more)' for a per-image boolean of problems."""
+    idx = np.flatnonzero(bad)
+    return f"image {int(idx[0])}" + (f" and {idx.size - 1} more" if idx.size > 1 else "")
+
+
+def _check_values(path: Path, data: dict[str, Any]) -> None:
+    """Refuse numbers that would make the report up: a NaN landmark turns the NME into nan
+    and the failure rate into 0 %, an infinite normaliser makes one face's error vanish."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        lms = np.asarray(data["landmarks"], np.float64)
+        bad = ~np.isfinite(lms).all(axis=(1, 2))
+        if bad.any():
+            raise LhpError(f"{path}: landmarks are NaN or infinite ({_first_bad(bad)}); re-export the bundle")
+        norm = np.asarray(data["norm"], np.float64)
+        bad = ~np.isfinite(norm) | (norm <= 0)
+        if bad.any():
+            raise LhpError(f"{path}: norm has non-positive or non-finite inter-ocular distances ({_first_bad(bad)}, "
+                           f"{float(norm[np.flatnonzero(bad)[0]])!r})")
+        m = np.asarray(data["crop2img"], np.float64)
+        det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+        bad = ~np.isfinite(m).all(axis=(1, 2)) | ~np.isfinite(det) | (np.abs(det) < 1e-12)
+        if bad.any():
+            raise LhpError(f"{path}: crop2img must be a finite, invertible affine per image ({_first_bad(bad)})")
 
 
 def _check_model_fits(model: TFLiteModel, bundle: dict[str, Any], bundle_path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
@@ -207,6 +208,8 @@ def _compose_with_lines(text: str, filename: str) -> tuple[Any, dict[str, int]]:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"{filename}{line}: not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes recursively: a few thousand nested [ or {
+        raise RecipeError(f"{filename}: not a usable recipe: YAML nested too deeply") from None
     lines: dict[str, int] = {}
 
     def walk(n: Any, prefix: str) -> None:
@@ -243,11 +246,17 @@ def _load_raw(path: Path, origin: _Origin, seen: tuple[Path, ...]) -> dict:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise RecipeError(f"{path}: recipe inherits from itself: {chain}")
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"{path}: recipe file not found") from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read recipe: {exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RecipeError(f"{path}:{line}: recipe is not UTF-8 text (byte {raw[exc.start]:#04x} "
+                          f"at offset {exc.start})") from None
     data, lines = _compose_with_lines(text, str(path))
     if data is None:
         data = {}
@@ -263,7 +272,11 @@ def _load_raw(path: Path, origin: _Origin, seen: tuple[Path, ...]) -> dict:
             raise RecipeError(f"{here.get('base', path)}: base: expected a path or a list of paths")
         for b in bases:
             bpath = (path.parent / b)
-            if not bpath.exists():
+            try:
+                found = bpath.is_file()
+            except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+                raise RecipeError(f"{here.get('base', path)}: base: not a usable path: {exc}") from None
+            if not found:
                 raise RecipeError(f"{here.get('base', path)}: base: file not found: {bpath}")
             merged = _merge(merged, _load_raw(bpath, origin, (*seen, path)), origin, {}, "")
     return _merge(merged, data, origin, here, "")
@@ -332,6 +345,7 @@ def from_dict(data: Mapping[str, Any], origin: Mapping[str, str] | None = None,
     org = origin if isinstance(origin, _Origin) else _Origin(origin or {})
     recipe = _build(Recipe, data, "", org, source)
     _check_consistency(recipe, org, source)
+    _check_ranges(recipe, org, source)
     return recipe
 
 
@@ -401,6 +415,12 @@ def _coerce(tp: Any, value: Any, path: str, origin: _Origin, source: str) -> Any
             raise RecipeError(f"{where}: {path}: expected an integer, got {_show(value)}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string: take any text Python reads as a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"{where}: {path}: expected a number, got {_show(value)}")
         return float(value)
@@ -428,10 +448,119 @@ def _check_consistency(recipe: Recipe, origin: _Origin, source: str) -> None:
     except ArchError as exc:
         raise RecipeError(f"{origin.where('model.' + exc.key, source)}: {exc}") from None
     t = recipe.train
-    if t.epochs <= 0 or t.batch_size <= 0 or t.lr <= 0:
-        raise RecipeError(f"{origin.where('train', source)}: train: epochs, batch_size and lr must be > 0")
     if list(t.lr_steps) != sorted(t.lr_steps):
         raise RecipeError(f"{origin.where('train.lr_steps', source)}: train.lr_steps: must be increasing")
+
+
+#: Allowed range of every numeric key, ``(low, high, low_open)``: ``low <= value <= high``
+#: (``low < value`` when ``low_open``), None for no bound; list keys bound each item. A value
+#: outside wastes a run (a zero sigma trains on a zero loss, val_every 0 divides by zero after
+#: the first epoch, a negative steps_per_epoch never ends an epoch), so it is refused before
+#: TensorFlow starts. tests/test_config.py checks that every numeric key is listed here.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "data.synthetic.num": (1, None, False),
+    "data.synthetic.seed": (0, None, False),
+    "data.synthetic.image_size": (32, 4096, False),
+    "data.box_scale": (0, 10, True),
+    "data.heatmap_sigma": (0, 100, True),
+    "data.augment.rotation": (0, 180, False),
+    "data.augment.scale": (0, 10, True),
+    "data.augment.translate": (0, 1, False),
+    "data.augment.occlusion": (0, 1, False),
+    "data.augment.blur": (0, 1, False),
+    "data.shuffle_buffer": (1, None, False),
+    "data.num_parallel_calls": (-1, None, False),
+    "data.cache_size": (8, 4096, False),
+    "data.cache_margin": (1, 10, False),
+    "model.scaf_ratio": (1, None, False),
+    "model.channels": (1, None, False),
+    "model.modules": (1, None, False),
+    "model.blocks": (1, None, False),
+    "model.reduce_ratio": (1, None, False),
+    "model.stem_channels": (1, None, False),
+    "model.fusion_groups": (1, None, False),
+    "model.bottleneck_ratio": (1, None, False),
+    "train.epochs": (1, None, False),
+    "train.batch_size": (1, None, False),
+    "train.lr": (0, 10, True),
+    "train.lr_steps": (0, None, False),
+    "train.lr_factor": (0, 1, True),
+    "train.weight_decay": (0, 1, False),
+    "train.seed": (0, 2**32 - 1, False),
+    "train.steps_per_epoch": (1, None, False),
+    "train.val_every": (1, None, False),
+    "train.val_samples": (1, None, False),
+    "train.log_every": (1, None, False),
+    "eval.fr_threshold": (0, 1, True),
+    "eval.max_samples": (1, None, False),
+    "export.calib_samples": (1, None, False),
+}
+#: numeric keys whose rules live elsewhere: the input size in _check_consistency, the landmark
+#: count in the data.format cross-check of _check_ranges
+CHECKED_ELSEWHERE = ("model.input_size", "model.num_landmarks")
+
+
+def numeric_keys(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Dotted paths of every int/float key (or list of them) of the recipe schema."""
+    cls = cls or Recipe
+    out = []
+    for name, tp in typing.get_type_hints(cls).items():
+        if name not in _fields(cls):
+            continue
+        path = f"{prefix}.{name}" if prefix else name
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        base = inner[0]
+        if dataclasses.is_dataclass(base):
+            out += numeric_keys(base, path)
+        elif base in (int, float) or (typing.get_origin(base) is tuple
+                                     and typing.get_args(base)[0] in (int, float)):
+            out.append(path)
+    return out
+
+
+def _check_ranges(recipe: Recipe, origin: _Origin, source: str) -> None:
+    """Refuse numbers outside :data:`RANGES` and keys that contradict each other."""
+    for path, (low, high, low_open) in RANGES.items():
+        value: Any = recipe
+        for part in path.split("."):
+            value = getattr(value, part) if value is not None else None
+        if value is None:
+            continue
+        for v in value if isinstance(value, tuple) else (value,):
+            bad = not math.isfinite(v)
+            if low is not None:
+                bad = bad or (v <= low if low_open else v < low)
+            if high is not None:
+                bad = bad or v > high
+            if bad:
+                lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+                hi = "" if high is None else f"<= {high:g}"
+                rule = " and ".join(r for r in (lo, hi) if r)
+                raise RecipeError(f"{origin.where(path, source)}: {path}: must be {rule}, got {v!r}")
+    d = recipe.data
+    if d.augment.scale[0] > d.augment.scale[1]:
+        raise RecipeError(f"{origin.where('data.augment.scale', source)}: data.augment.scale: "
+                          f"[low, high] with low <= high, got {list(d.augment.scale)}")
+    if d.num_parallel_calls == 0:
+        raise RecipeError(f"{origin.where('data.num_parallel_calls', source)}: data.num_parallel_calls: "
+                          "must be -1 (autotune) or >= 1, got 0")
+    from lhp_tf.data import w300, wflw  # numpy-only readers: the one list of split names
+
+    known = {"300w": w300.SPLITS, "wflw": wflw.SPLITS}[d.format]
+    for key, names in (("data.train_split", [d.train_split]), ("data.val_split", [d.val_split]),
+                       ("data.eval_splits", list(d.eval_splits or []))):
+        for name in names:
+            # only names a recipe set: the defaults are 300W's, and a WFLW recipe that never
+            # validates needs no val_split
+            if key in origin and name not in known:
+                raise RecipeError(f"{origin.where(key, source)}: {key}: {d.format} has no split {name!r} "
+                                  f"(known: {', '.join(known)})")
+    expected = NUM_LANDMARKS[d.format]
+    if recipe.model.num_landmarks is not None and recipe.model.num_landmarks != expected:
+        raise RecipeError(
+            f"{origin.where('model.num_landmarks', source)}: model.num_landmarks: {d.format} faces have "
+            f"{expected} landmarks (the data and the flip table are {expected}-point), got "
+            f"{recipe.model.num_landmarks}; remove the key or fix data.format")
 
 
 def _to_plain(obj: Any) -> Any:

@@ -41,6 +41,9 @@ class Predictions:
     truth: np.ndarray  # (N, K, 2)
     norm: np.ndarray  # (N,)
     crop2img: np.ndarray  # (N, 2, 3)
+    #: which of the samples asked for these are (False: unreadable image skipped under
+    #: ``data.on_error: skip``); None: all of them
+    keep: np.ndarray | None = None
 
 
 def table_rows(recipe: Recipe) -> list[str]:
@@ -101,9 +104,12 @@ def predict(model: Any, spec: ModelSpec, recipe: Recipe, samples: Sequence[Any],
         norm[idx] = np.asarray(batch["norm"], np.float64)
         c2i[idx] = m
         seen[idx] = True
-    if not seen.all():
-        raise RuntimeError(f"eval_dataset returned {int(seen.sum())} of {n} samples")
-    return Predictions(pred, truth, norm, c2i)
+    if not seen.any():
+        raise LhpError(f"{samples[0].source if n else recipe.source}: none of the {n} images to evaluate "
+                       f"could be read")
+    if seen.all():
+        return Predictions(pred, truth, norm, c2i, keep=seen)
+    return Predictions(pred[seen], truth[seen], norm[seen], c2i[seen], keep=seen)
 
 
 def mean_shape(recipe: Recipe, train_samples: Sequence[Any]) -> np.ndarray:
@@ -184,6 +190,7 @@ def evaluate(recipe: Recipe, checkpoint: str | Path, out: str | Path | None = No
     # Overlapping splits (300W full = common + challenging) are predicted once.
     keys = list(unique)
     allp = predict(model, spec, recipe, [unique[k] for k in keys], codec, flip_test, infer)
+    keys = [k for k, ok in zip(keys, allp.keep, strict=True) if ok]  # unreadable ones skipped
     where = {k: i for i, k in enumerate(keys)}
 
     result: dict[str, Any] = {"recipe": recipe.name, "checkpoint": str(checkpoint),
@@ -192,9 +199,13 @@ def evaluate(recipe: Recipe, checkpoint: str | Path, out: str | Path | None = No
                               "threshold": threshold, "splits": {}}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, samples in per_split.items():
-        ix = np.array([where[(s.image_path, s.source)] for s in samples])
+        ix = np.array([where[key] for key in ((s.image_path, s.source) for s in samples) if key in where], int)
+        if ix.size == 0:
+            raise LhpError(f"{recipe.source or 'recipe'}: eval split {split!r}: none of its "
+                           f"{len(samples)} images could be read")
         p = Predictions(allp.pred[ix], allp.truth[ix], allp.norm[ix], allp.crop2img[ix])
         result["splits"][split] = score(p, shape, threshold)
+        result["splits"][split]["skipped"] = len(samples) - int(ix.size)
         curves[split] = metrics.ced_curve(metrics.nme(p.pred, p.truth, p.norm), threshold)
     params, mflops = complexity(logits_model)
     result["params"] = params
@@ -241,6 +252,10 @@ def format_table(result: dict[str, Any]) -> str:
     vals = " | ".join([f"{result['params'] / 1e6:.3f}M", f"{result['mflops']:.2f}",
                        *(f"{result['splits'][n]['nme']:.2f}" for n in names)])
     lines += ["", f"Table 1 layout (NME %): | {head} |", f"                        | {vals} |"]
+    skipped = {n: r["skipped"] for n, r in result["splits"].items() if r.get("skipped")}
+    if skipped:
+        lines.append("unreadable images skipped (data.on_error: skip): "
+                     + ", ".join(f"{n} {c}" for n, c in skipped.items()))
     return "\n".join(lines)
 
 

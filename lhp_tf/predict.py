@@ -7,6 +7,11 @@ and ``predictions.json``::
     {"model": ..., "files": [{"file": ..., "faces": [{"box": [x0, y0, x1, y1],
       "landmarks": [[x, y], ...], "confidence": [...], "score": ...}]}]}
 
+Files that cannot be read are listed as ``"failed": [{"file": ..., "error": ...}]``; the others
+are still processed, and the command then exits with 1. The JSON is replaced atomically at the
+end (also when interrupted, then with ``"interrupted": true``), so it always describes the
+pictures beside it.
+
 ``box`` is the face box the model's crop was made from (the detector's box mapped onto the
 landmarks' extent, :func:`lhp_tf.face_detect.landmark_box`), ``confidence`` the heatmap peak
 per landmark and ``score`` the face detector's. A video's entry holds
@@ -203,29 +208,57 @@ def main(argv: Sequence[str]) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     draw_dir = None if args.no_draw else out_dir
-    results = []
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
     log = sys.stderr if args.json else sys.stdout
-    for path in inputs:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            entry = predict_video(detector, path, draw_dir, args.smooth, args.max_faces)
-            counts = [len(f["faces"]) for f in entry["frames"]]
-            found = sum(1 for c in counts if c)
-            print(f"{path}: {len(counts)} frames, a face in {found}", file=log)
-        else:
-            entry = predict_image(detector, path, draw_dir, args.max_faces)
-            n = len(entry["faces"])
-            print(f"{path}: {'no face found' if n == 0 else f'{n} face' + ('s' if n > 1 else '')}", file=log)
-        results.append(entry)
-    doc = {"model": str(args.model), "num_landmarks": detector.spec.num_landmarks, "files": results}
-    from lhp_tf.checkpoint import atomic_write_text
+    finished = False
+    folder = Path(args.path).is_dir()
+    try:
+        for path in inputs:
+            try:
+                entry = _predict_file(detector, path, draw_dir, args, log)
+            except (LhpError, cv2.error) as exc:
+                if not folder:
+                    raise
+                # one unreadable file must not cost the others: report it and go on
+                failed.append({"file": str(path), "error": str(exc)})
+                print(f"lhp predict: {exc}", file=sys.stderr)
+                continue
+            results.append(entry)
+        finished = True
+    finally:
+        # Written even when interrupted, so the JSON always describes the pictures beside it
+        # (a single input that failed has written nothing, and leaves the old JSON alone).
+        doc = {"model": str(args.model), "num_landmarks": detector.spec.num_landmarks, "files": results,
+               "failed": failed, **({} if finished else {"interrupted": True})}
+        text = json.dumps(doc, indent=1)
+        if finished or results or failed:
+            from lhp_tf.checkpoint import atomic_write_text
 
-    text = json.dumps(doc, indent=1)
-    atomic_write_text(out_dir / RESULTS_FILE, text)
+            atomic_write_text(out_dir / RESULTS_FILE, text)
     if args.json:
         print(text)
     else:
         print(f"wrote {out_dir / RESULTS_FILE}" + ("" if args.no_draw else " and the annotated files beside it"))
+    if failed:
+        print(f"lhp predict: {len(failed)} of {len(inputs)} files failed (listed under \"failed\" in "
+              f"{out_dir / RESULTS_FILE})", file=sys.stderr)
+        return 1
     return 0
+
+
+def _predict_file(detector: Any, path: Path, draw_dir: Path | None, args: argparse.Namespace,
+                  log: Any) -> dict[str, Any]:
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        entry = predict_video(detector, path, draw_dir, args.smooth, args.max_faces)
+        counts = [len(f["faces"]) for f in entry["frames"]]
+        found = sum(1 for c in counts if c)
+        print(f"{path}: {len(counts)} frames, a face in {found}", file=log)
+    else:
+        entry = predict_image(detector, path, draw_dir, args.max_faces)
+        n = len(entry["faces"])
+        print(f"{path}: {'no face found' if n == 0 else f'{n} face' + ('s' if n > 1 else '')}", file=log)
+    return entry
 
 
 if __name__ == "__main__":

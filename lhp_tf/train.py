@@ -31,6 +31,7 @@ from typing import Any
 
 from lhp_tf.checkpoint import (
     STATE_FILE,
+    RunLock,
     RunState,
     assign_all,
     atomic_write_text,
@@ -117,8 +118,30 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     """Train ``recipe`` into ``workdir``; returns the final history row and best NME.
 
     ``max_epochs`` stops after that many epochs *in this call* (the run can be resumed
-    later); tests use it to simulate an interruption at an epoch boundary.
+    later); tests use it to simulate an interruption at an epoch boundary. The process that
+    writes the folder (the chief) owns it for the whole call (:class:`lhp_tf.checkpoint.RunLock`):
+    a second training into the same folder is refused.
     """
+    from lhp_tf.distribute import is_chief
+
+    if not is_chief():
+        return _train(recipe, Path(workdir), resume, log, stream, max_epochs)
+    with RunLock(workdir) as lock:
+        if lock.removed:
+            (log or print)(f"removed {len(lock.removed)} temporary file(s) left by a killed write in {workdir}")
+        return _train(recipe, Path(workdir), resume, log, stream, max_epochs)
+
+
+def _train(recipe: Recipe, workdir: Path, resume: bool, log: Callable[[str], None] | None,
+           stream: Any, max_epochs: int | None) -> dict[str, Any]:
+    state_path = workdir / STATE_FILE
+    if state_path.exists() and not resume:
+        raise LhpError(f"{workdir}: already holds a run ({STATE_FILE}); pass --resume to continue "
+                       f"it or choose another --workdir")
+    # Read and check the state before anything is written or TensorFlow starts: a failed
+    # resume must leave the folder as it found it.
+    saved = load_state(state_path) if resume and state_path.exists() else None
+
     import tensorflow as tf
 
     from lhp_tf.data.datasets import read_split
@@ -131,18 +154,9 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     from lhp_tf.spec import ModelSpec
     from lhp_tf.tb_log import ScalarLog
 
-    workdir = Path(workdir)
     progress = Progress(recipe.train.epochs, recipe.train.log_every, stream)
     say = log or progress.line
-    state_path = workdir / STATE_FILE
-    if state_path.exists() and not resume:
-        raise LhpError(f"{workdir}: already holds a run ({STATE_FILE}); pass --resume to continue "
-                       f"it or choose another --workdir")
     chief = is_chief()
-    if chief:
-        workdir.mkdir(parents=True, exist_ok=True)
-        pinned_model = pinned(recipe.model, recipe.num_landmarks)
-        atomic_write_text(workdir / "recipe.yaml", dump_recipe(dataclasses.replace(recipe, model=pinned_model)))
 
     configure_tf(recipe)
     strategy = make_strategy(recipe.train.distribute)
@@ -169,12 +183,17 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     loss_fn = heatmap_loss(t.loss)
 
     state = RunState(epoch=0, weights=[], optimizer=[], recipe_hash=recipe.hash())
-    if resume and state_path.exists():
-        state = load_state(state_path)
+    if saved is not None:
+        state = saved
         if state.recipe_hash != recipe.hash():
             say(f"warning: {workdir}/recipe.yaml differs from the recipe given; resuming anyway")
         assign_all(model.weights, state.weights, "model weights", state_path)
         assign_all(optimizer.variables, state.optimizer, "optimizer state", state_path)
+    if chief:  # the state (if any) is read and fits the model: the folder may now change
+        workdir.mkdir(parents=True, exist_ok=True)
+        pinned_model = pinned(recipe.model, recipe.num_landmarks)
+        atomic_write_text(workdir / "recipe.yaml", dump_recipe(dataclasses.replace(recipe, model=pinned_model)))
+    if saved is not None:
         if chief:
             _write_views(workdir, model, state)
         say(f"resumed from {state_path}: {state.epoch} epoch(s) done, optimizer step "
@@ -234,6 +253,8 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
             v0 = time.perf_counter()
             p = predict(eval_model, spec, recipe, val_samples, infer=infer)
             row["val_nme"] = 100.0 * float(nme(p.pred, p.truth, p.norm).mean())
+            if p.keep is not None and not p.keep.all():  # data.on_error: skip
+                row["val_skipped"] = int((~p.keep).sum())
             row["val_s"] = round(time.perf_counter() - v0, 2)
         state.epoch = epoch + 1
         state.history.append(row)
@@ -252,6 +273,8 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
                         writer.scalar(f"epoch/{key}", row[key], epoch + 1)
                 writer.flush()
         val_text = f", val NME {row['val_nme']:.2f}%" if validate else ""
+        if row.get("val_skipped"):
+            val_text += f" ({row['val_skipped']} unreadable image(s) skipped)"
         say(f"epoch {epoch + 1}/{t.epochs}: loss {row['loss']:.5f}{val_text}, lr {lr:g}, "
             f"{count / max(train_time, 1e-9):.2f} steps/s"
             + (f", best {state.best_nme:.2f}% @ {state.best_epoch}" if state.best_epoch > 0 else ""))

@@ -164,7 +164,7 @@ def test_pts_values_are_shifted_to_zero_based(tmp_path):
 
 
 def test_pts_missing_image_names_the_annotation(tmp_path):
-    p = _pts(tmp_path, ["1 2"] * 68)
+    p = _pts(tmp_path, [f"{i + 1} {i % 7 + 1}" for i in range(68)])
     (tmp_path / "ibug" / "face.jpg").unlink()
     with pytest.raises(DataError, match="missing image") as exc:
         w300.read_split(tmp_path, "challenging", ProblemLog("stop"))

@@ -123,3 +123,37 @@ def test_video_is_annotated_frame_by_frame_with_smoothing(model68: Path, tmp_pat
 def test_bad_smoothing_value_is_rejected(model68: Path) -> None:
     with pytest.raises(LhpError, match="--smooth"):
         predict([str(PHOTO), "--model", str(model68), "--smooth", "1.5"])
+
+
+def test_folder_goes_on_past_broken_files_and_replaces_the_json(model68: Path, tmp_path: Path, capsys) -> None:
+    """A broken image first in the folder: the good ones after it are still processed, the
+    broken ones listed, the old predictions.json replaced, and the exit code says it failed."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a_broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    cv2.imwrite(str(folder / "b.jpg"), cv2.imread(str(PHOTO)))
+    (folder / "c_empty.png").write_bytes(b"")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "predictions.json").write_text('{"files": [{"file": "old.jpg"}]}')
+    assert predict([str(folder), "--model", str(model68), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "b.jpg: 1 face" in captured.out
+    assert "a_broken.jpg: cannot read this file as an image" in captured.err
+    assert "2 of 3 files failed" in captured.err
+    doc = json.loads((out / "predictions.json").read_text())
+    assert [Path(f["file"]).name for f in doc["files"]] == ["b.jpg"]
+    assert [Path(f["file"]).name for f in doc["failed"]] == ["a_broken.jpg", "c_empty.png"]
+    assert (out / "b.jpg").is_file() and not (out / "a_broken.jpg").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_single_file_leaves_the_old_json(model68: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "predictions.json").write_text("old")
+    with pytest.raises(LhpError, match="broken.jpg"):
+        predict([str(broken), "--model", str(model68), "--out", str(out)])
+    assert (out / "predictions.json").read_text() == "old"

@@ -6,12 +6,11 @@ array; the layout is fixed by docs/CONTRACTS.md. This module imports neither Ten
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lhp_tf.checkpoint import atomic_write
 from lhp_tf.config import Recipe
 from lhp_tf.data.datasets import read_split, subset_masks
 from lhp_tf.data.images import eval_arrays
@@ -45,14 +44,8 @@ def build_bundle(recipe: Recipe, split: str, max_samples: int | None = None) -> 
 
 def write_bundle(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Atomic ``.npz`` write (temp file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)

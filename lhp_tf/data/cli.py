@@ -26,10 +26,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise LhpError(f"{root}: --root is not a folder")
     report = check_root(args.format, root, Path(args.csv_dir) if args.csv_dir else None, decode=not args.no_decode)
     if args.json:
-        print(json.dumps({"splits": report["splits"]}, indent=2))
+        doc = {"splits": report["splits"], **({"error": report["error"]} if report.get("error") else {})}
+        print(json.dumps(doc, indent=2))
     else:
         print(format_report(report))
-    return 1 if any(r["problems"] for r in report["splits"].values()) else 0
+    return 1 if report.get("error") or any(r["problems"] for r in report["splits"].values()) else 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

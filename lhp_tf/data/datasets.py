@@ -59,8 +59,13 @@ def read_samples(fmt: str, root: Path, split: str, log: ProblemLog, csv_dir: Pat
     return w300.read_split(root, split, log, check_images)
 
 
-def read_split(data_cfg: DataConfig, split: str) -> list[Sample]:
-    """Samples of one split; with ``on_error: skip`` bad ones are dropped and counted on stderr."""
+def read_split(data_cfg: DataConfig, split: str, allow_empty: bool = False) -> list[Sample]:
+    """Samples of one split; with ``on_error: skip`` bad ones are dropped and counted on stderr.
+
+    A split that was asked for and holds no usable sample (absent, empty, or every sample
+    skipped) is a :class:`DataError` unless ``allow_empty``: training or scoring nothing
+    would otherwise fail later with a less clear message, or not at all.
+    """
     root = dataset_root(data_cfg)
     log = ProblemLog(data_cfg.on_error)
     csv_dir = Path(data_cfg.csv_dir).expanduser() if data_cfg.csv_dir else None
@@ -69,6 +74,10 @@ def read_split(data_cfg: DataConfig, split: str) -> list[Sample]:
         print(f"lhp data: {data_cfg.format} {split}: {log.summary()}", file=sys.stderr)
         for p in log.problems[:5]:
             print(f"  {p}", file=sys.stderr)
+    if not samples and not allow_empty:
+        why = f"all skipped ({log.summary()}; first: {log.problems[0]})" if log.problems else \
+            "no annotations found (is data.format right for this root?)"
+        raise DataError(f"{root}: {data_cfg.format} split {split!r} has no usable samples: {why}")
     return samples
 
 
@@ -79,6 +88,6 @@ def subset_masks(data_cfg: DataConfig, split: str, samples: list[Sample]) -> dic
         return {a: np.array([bool(s.attributes and s.attributes.get(a)) for s in samples]) for a in names}
     out = {}
     for name in names:
-        members = {s.image_path for s in read_split(data_cfg, name)}
+        members = {s.image_path for s in read_split(data_cfg, name, allow_empty=True)}
         out[name] = np.array([s.image_path in members for s in samples])
     return out

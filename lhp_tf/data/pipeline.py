@@ -48,9 +48,13 @@ def crop_cache(recipe: Recipe, samples: list[Sample]) -> CropCache:
         if not samples:
             raise DataError("no samples to train on: the split is empty")
         log = ProblemLog(d.on_error)
-        _CACHES[key] = build_cache(samples, d.box_scale, d.cache_size, d.cache_margin, log)
+        cache = build_cache(samples, d.box_scale, d.cache_size, d.cache_margin, log)
         if log.problems:
             print(f"lhp data: {log.summary()}", file=sys.stderr)
+        if not len(cache.images):
+            raise DataError(f"no samples to train on: none of the {len(samples)} images could be read "
+                            f"(first: {log.problems[0] if log.problems else samples[0].source})")
+        _CACHES[key] = cache
         while len(_CACHES) > 2:
             _CACHES.popitem(last=False)
     return _CACHES[key]
@@ -264,6 +268,8 @@ def eval_dataset(recipe: Recipe, samples: list[Sample]) -> tf.data.Dataset:
     """
     log = ProblemLog(recipe.data.on_error)
     arr = eval_arrays(samples, tuple(recipe.model.input_size), recipe.data.box_scale, log)
+    if log.problems:
+        print(f"lhp data: evaluation: {log.summary()} (first: {log.problems[0]})", file=sys.stderr)
     index = np.nonzero(arr.keep)[0].astype(np.int32)
     ds = tf.data.Dataset.from_tensor_slices({
         "image": arr.images, "landmarks": arr.landmarks, "crop2img": arr.crop2img, "norm": arr.norm,

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from lhp_tf.errors import LhpError
+
+#: Largest coordinate (or other annotation number) accepted, in pixels. Samples store float32,
+#: in which 1e39 becomes infinity; a value this large is a corrupt file, not a face.
+MAX_VALUE = 1e6
 
 
 class DataError(LhpError):
@@ -83,7 +88,34 @@ def parse_floats(fields: list[str], file: str, line: int, log: ProblemLog, what:
     if not np.all(np.isfinite(values)):
         log.report(file, line, f"bad number: {what} contains NaN or infinity")
         return None
+    big = np.abs(values) > MAX_VALUE
+    if big.any():
+        log.report(file, line, f"bad number: {what} has {fields[int(np.argmax(big))]!r}, beyond "
+                               f"+-{MAX_VALUE:g} pixels (no image is that large)")
+        return None
     return values
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an annotation's image (None: it is a file).
+
+    A mutated or hand-edited line can hold a name too long for the file system or a NUL byte;
+    ``Path.is_file`` raises on those instead of answering False.
+    """
+    try:
+        if path.is_file():
+            return None
+    except (OSError, ValueError) as exc:
+        shown = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
+        return f"bad image path: {shown} ({exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc})"
+    return f"missing image: {path}"
+
+
+def box_problem(box: np.ndarray) -> str | None:
+    """Why a face box cannot be cropped (None: it has an area)."""
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return f"bad box: face rectangle {np.round(box, 3).tolist()} is empty"
+    return None
 
 
 def _is_float(text: str) -> bool:

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lhp_tf.data.sample import ProblemLog, Sample, landmarks_box, parse_floats
+from lhp_tf.data.sample import (
+    ProblemLog,
+    Sample,
+    box_problem,
+    image_problem,
+    landmarks_box,
+    parse_floats,
+)
 
 NUM_POINTS = 68
 FOLDERS: dict[str, tuple[str, ...]] = {
@@ -91,9 +98,16 @@ def read_folder(folder: Path, log: ProblemLog, check_images: bool = True) -> lis
     if not folder.is_dir():
         return []
     out = []
-    for pts in sorted(folder.glob("*.pts")):
+    files = sorted(folder.glob("*.pts"))
+    if not files:
+        log.report(str(folder), None, "empty annotation list: the folder holds no .pts files")
+    for pts in files:
         lm = parse_pts(pts, log)
         if lm is None:
+            continue
+        problem = box_problem(landmarks_box(lm))
+        if problem is not None:
+            log.report(str(pts), None, f"bad landmarks: all points on one line ({problem})")
             continue
         image = find_image(pts)
         if image is None:
@@ -122,6 +136,7 @@ def read_csv(csv_dir: Path, root: Path, split: str, log: ProblemLog, check_image
         return []
     expected = 4 + 2 * NUM_POINTS
     out = []
+    rows = 0
     with open(file, encoding="utf-8", errors="replace") as fh:
         for n, text in enumerate(fh, start=1):
             fields = [f.strip() for f in text.strip().split(",")]
@@ -129,6 +144,7 @@ def read_csv(csv_dir: Path, root: Path, split: str, log: ProblemLog, check_image
                 continue
             if not text.strip():
                 continue
+            rows += 1
             if len(fields) != expected:
                 log.report(str(file), n, f"wrong number of fields: expected {expected} (image_name, scale, "
                                          f"center_w, center_h, 68 x/y pairs), got {len(fields)}")
@@ -137,9 +153,16 @@ def read_csv(csv_dir: Path, root: Path, split: str, log: ProblemLog, check_image
             if values is None:
                 continue
             lm = values[3:].reshape(NUM_POINTS, 2).astype(np.float32) - 1.0
+            problem = box_problem(landmarks_box(lm))
+            if problem is not None:
+                log.report(str(file), n, f"bad landmarks: all points on one line ({problem})")
+                continue
             image = root / fields[0]
-            if check_images and not image.is_file():
-                log.report(str(file), n, f"missing image: {image}")
+            problem = image_problem(image) if check_images else None
+            if problem is not None:
+                log.report(str(file), n, problem)
                 continue
             out.append(Sample(str(image), lm, landmarks_box(lm), None, f"{file}:{n}"))
+    if rows == 0:
+        log.report(str(file), None, "empty annotation list: the file holds no face rows")
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lhp_tf.data.sample import ProblemLog, Sample, parse_floats
+from lhp_tf.data.sample import ProblemLog, Sample, box_problem, image_problem, parse_floats
 
 NUM_POINTS = 98
 NUM_FIELDS = 2 * NUM_POINTS + 4 + 6 + 1
@@ -50,12 +50,14 @@ def parse_line(text: str, file: str, line: int, images: Path, log: ProblemLog,
         log.report(file, line, f"bad attribute: the six attribute columns must be 0 or 1, got {attrs.tolist()}")
         return None
     box = values[196:200]
-    if box[2] <= box[0] or box[3] <= box[1]:
-        log.report(file, line, f"bad box: face rectangle {box.tolist()} is empty")
+    problem = box_problem(box)
+    if problem is not None:
+        log.report(file, line, problem)
         return None
     path = images / fields[-1]
-    if check_images and not path.is_file():
-        log.report(file, line, f"missing image: {path}")
+    problem = image_problem(path) if check_images else None
+    if problem is not None:
+        log.report(file, line, problem)
         return None
     return Sample(image_path=str(path), landmarks=values[:196].reshape(NUM_POINTS, 2), box=box,
                   attributes={k: int(v) for k, v in zip(ATTRIBUTES, attrs, strict=True)}, source=f"{file}:{line}")
@@ -66,13 +68,17 @@ def read_lines(file: Path, images: Path, log: ProblemLog, check_images: bool = T
     if not file.is_file():
         return []
     out = []
+    lines = 0
     with open(file, encoding="utf-8", errors="replace") as fh:
         for n, text in enumerate(fh, start=1):
             if not text.strip():
                 continue
+            lines += 1
             s = parse_line(text, str(file), n, images, log, check_images)
             if s is not None:
                 out.append(s)
+    if lines == 0:
+        log.report(str(file), None, "empty annotation list: the file holds no face lines")
     return out
 
 

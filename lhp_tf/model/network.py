@@ -16,6 +16,8 @@ inference read the spec from it rather than from a recipe found beside it.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from typing import Any
 
 from lhp_tf.config import ModelConfig
@@ -123,9 +125,11 @@ def load_model(path: str | os.PathLike[str], compile: bool = False) -> Any:
 
     if not os.path.isfile(path):
         raise LhpError(f"{path}: model file not found")
+    if str(path).endswith(".keras"):
+        _check_keras_archive(path)
     try:
         return keras.models.load_model(path, compile=compile)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise LhpError(f"{path}: cannot load the model: {exc}") from None
 
 
@@ -150,3 +154,18 @@ def load_trained(path: str | os.PathLike[str], recipe: Any = None) -> tuple[Any,
                        f"{recipe.source or recipe.name} describes {recipe.num_landmarks} "
                        f"({recipe.data.format}): wrong checkpoint or wrong recipe")
     return model, spec
+
+
+def _check_keras_archive(path: str | os.PathLike[str]) -> None:
+    """A ``.keras`` file is a zip; Keras reports a truncated one as "File not found"."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()  # reads every member and checks its CRC
+            names = z.namelist()
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, ValueError) as exc:
+        raise LhpError(f"{path}: corrupt .keras file, truncated or not a zip archive "
+                       f"({type(exc).__name__}: {exc})") from None
+    if bad is not None:
+        raise LhpError(f"{path}: corrupt .keras file: member {bad!r} fails its CRC check")
+    if "config.json" not in names:
+        raise LhpError(f"{path}: corrupt .keras file: no config.json in the archive (has {', '.join(names[:5])})")

@@ -344,8 +344,8 @@ def from_dict(data: Mapping[str, Any], origin: Mapping[str, str] | None = None,
     """Validate a plain dict (as read from YAML) into a :class:`Recipe`."""
     org = origin if isinstance(origin, _Origin) else _Origin(origin or {})
     recipe = _build(Recipe, data, "", org, source)
-    _check_consistency(recipe, org, source)
     _check_ranges(recipe, org, source)
+    _check_consistency(recipe, org, source)
     return recipe
 
 
@@ -472,14 +472,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.num_parallel_calls": (-1, None, False),
     "data.cache_size": (8, 4096, False),
     "data.cache_margin": (1, 10, False),
-    "model.scaf_ratio": (1, None, False),
-    "model.channels": (1, None, False),
-    "model.modules": (1, None, False),
-    "model.blocks": (1, None, False),
-    "model.reduce_ratio": (1, None, False),
-    "model.stem_channels": (1, None, False),
-    "model.fusion_groups": (1, None, False),
-    "model.bottleneck_ratio": (1, None, False),
     "train.epochs": (1, None, False),
     "train.batch_size": (1, None, False),
     "train.lr": (0, 10, True),
@@ -495,9 +487,12 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "eval.max_samples": (1, None, False),
     "export.calib_samples": (1, None, False),
 }
-#: numeric keys whose rules live elsewhere: the input size in _check_consistency, the landmark
-#: count in the data.format cross-check of _check_ranges
-CHECKED_ELSEWHERE = ("model.input_size", "model.num_landmarks")
+#: numeric keys whose rules live elsewhere: the architecture keys in the preset resolver's one
+#: rule (``lhp_tf.model.presets.validate``, called by _check_consistency), the landmark count in
+#: the data.format cross-check of _check_ranges
+CHECKED_ELSEWHERE = ("model.input_size", "model.num_landmarks", "model.scaf_ratio", "model.channels",
+                     "model.modules", "model.blocks", "model.reduce_ratio", "model.stem_channels",
+                     "model.fusion_groups", "model.bottleneck_ratio")
 
 
 def numeric_keys(cls: type | None = None, prefix: str = "") -> list[str]:

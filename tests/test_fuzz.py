@@ -123,7 +123,7 @@ data:
 model:
   arch: lhp-small
   input_size: [64, 64]
-  channels: [8, 16]
+  channels: [8, 16, 32, 64]
 train:
   epochs: 2
   batch_size: 8

@@ -35,7 +35,7 @@ def test_every_numeric_key_has_a_decided_range() -> None:
     ("train", "seed", "-3", r"train\.seed: must be >= 0"),
     ("eval", "fr_threshold", "0", r"eval\.fr_threshold: must be > 0 and <= 1"),
     ("export", "calib_samples", "0", r"export\.calib_samples: must be >= 1"),
-    ("model", "channels", "[16, 0]", r"model\.channels: must be >= 1, got 0"),
+    ("model", "channels", "[16, 32, 64, 0]", r"model\.channels: widths must be positive and even"),
 ])
 def test_out_of_range_value_names_file_line_and_key(tmp_path: Path, section: str, key: str, value: str,
                                                     message: str) -> None:

@@ -119,11 +119,12 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     ``max_epochs`` stops after that many epochs *in this call* (the run can be resumed
     later); tests use it to simulate an interruption at an epoch boundary.
     """
+    import numpy as np
     import tensorflow as tf
 
     from lhp_tf.data.datasets import read_split
     from lhp_tf.data.pipeline import train_dataset
-    from lhp_tf.distribute import is_chief, make_strategy
+    from lhp_tf.distribute import average_over_workers, cluster_for, make_strategy, sum_over_workers
     from lhp_tf.evaluate import heatmap_fn, predict
     from lhp_tf.losses import heatmap_loss
     from lhp_tf.metrics import nme
@@ -137,14 +138,15 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     if state_path.exists() and not resume:
         raise LhpError(f"{workdir}: already holds a run ({STATE_FILE}); pass --resume to continue "
                        f"it or choose another --workdir")
-    chief = is_chief()
+    cluster = cluster_for(recipe.train.distribute)
+    chief = cluster.chief
     if chief:
         workdir.mkdir(parents=True, exist_ok=True)
         pinned_model = pinned(recipe.model, recipe.num_landmarks)
         atomic_write_text(workdir / "recipe.yaml", dump_recipe(dataclasses.replace(recipe, model=pinned_model)))
 
     configure_tf(recipe)
-    strategy = make_strategy(recipe.train.distribute)
+    strategy = make_strategy(recipe.train.distribute, cluster)
     t = recipe.train
     train_samples = read_split(recipe.data, recipe.data.train_split)
     val_samples = read_split(recipe.data, recipe.data.val_split)
@@ -227,11 +229,19 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": total / max(count, 1),
                                "steps": count, "step": int(optimizer.iterations.numpy()),
                                "train_s": round(train_time, 2)}
+        # Workers' batch-norm statistics drift apart (each sees its shard): one model for all.
+        average_over_workers(strategy, cluster, model.non_trainable_variables)
         validate = (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs
         if validate:
+            # Each worker scores its share of the faces; the sums make one figure for the run.
             v0 = time.perf_counter()
-            p = predict(eval_model, recipe, val_samples, infer=infer)
-            row["val_nme"] = 100.0 * float(nme(p.pred, p.truth, p.norm).mean())
+            shard = val_samples[cluster.rank::cluster.workers]
+            per_face = np.zeros(0)
+            if shard:
+                p = predict(eval_model, recipe, shard, infer=infer)
+                per_face = nme(p.pred, p.truth, p.norm).astype(np.float64)
+            total, faces = sum_over_workers(strategy, cluster, np.array([per_face.sum(), per_face.size]))
+            row["val_nme"] = 100.0 * float(total / faces)
             row["val_s"] = round(time.perf_counter() - v0, 2)
         state.epoch = epoch + 1
         state.history.append(row)

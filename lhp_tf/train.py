@@ -124,7 +124,7 @@ def train(recipe: Recipe, workdir: str | Path, resume: bool = False,
     """
     from lhp_tf.distribute import is_chief
 
-    if not is_chief():
+    if not is_chief(recipe.train.distribute):
         return _train(recipe, Path(workdir), resume, log, stream, max_epochs)
     with RunLock(workdir) as lock:
         if lock.removed:
@@ -142,11 +142,12 @@ def _train(recipe: Recipe, workdir: Path, resume: bool, log: Callable[[str], Non
     # resume must leave the folder as it found it.
     saved = load_state(state_path) if resume and state_path.exists() else None
 
+    import numpy as np
     import tensorflow as tf
 
     from lhp_tf.data.datasets import read_split
     from lhp_tf.data.pipeline import train_dataset
-    from lhp_tf.distribute import is_chief, make_strategy
+    from lhp_tf.distribute import average_over_workers, cluster_for, make_strategy, sum_over_workers
     from lhp_tf.evaluate import heatmap_fn, predict
     from lhp_tf.losses import heatmap_loss
     from lhp_tf.metrics import nme
@@ -156,10 +157,11 @@ def _train(recipe: Recipe, workdir: Path, resume: bool, log: Callable[[str], Non
 
     progress = Progress(recipe.train.epochs, recipe.train.log_every, stream)
     say = log or progress.line
-    chief = is_chief()
+    cluster = cluster_for(recipe.train.distribute)
+    chief = cluster.chief
 
     configure_tf(recipe)
-    strategy = make_strategy(recipe.train.distribute)
+    strategy = make_strategy(recipe.train.distribute, cluster)
     t = recipe.train
     train_samples = read_split(recipe.data, recipe.data.train_split)
     val_samples = read_split(recipe.data, recipe.data.val_split)
@@ -248,13 +250,24 @@ def _train(recipe: Recipe, workdir: Path, resume: bool, log: Callable[[str], Non
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "loss": total / max(count, 1),
                                "steps": count, "step": int(optimizer.iterations.numpy()),
                                "train_s": round(train_time, 2)}
+        # Workers' batch-norm statistics drift apart (each sees its shard): one model for all.
+        average_over_workers(strategy, cluster, model.non_trainable_variables)
         validate = (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs
         if validate:
+            # Each worker scores its share of the faces; the sums make one figure for the run.
             v0 = time.perf_counter()
-            p = predict(eval_model, spec, recipe, val_samples, infer=infer)
-            row["val_nme"] = 100.0 * float(nme(p.pred, p.truth, p.norm).mean())
-            if p.keep is not None and not p.keep.all():  # data.on_error: skip
-                row["val_skipped"] = int((~p.keep).sum())
+            shard = val_samples[cluster.rank::cluster.workers]
+            per_face = np.zeros(0)
+            skipped = 0
+            if shard:
+                p = predict(eval_model, spec, recipe, shard, infer=infer)
+                per_face = nme(p.pred, p.truth, p.norm).astype(np.float64)
+                skipped = int((~p.keep).sum()) if p.keep is not None else 0
+            total, faces, skipped = sum_over_workers(strategy, cluster,
+                                                     np.array([per_face.sum(), per_face.size, skipped]))
+            row["val_nme"] = 100.0 * float(total / faces)
+            if skipped:  # data.on_error: skip
+                row["val_skipped"] = int(skipped)
             row["val_s"] = round(time.perf_counter() - v0, 2)
         state.epoch = epoch + 1
         state.history.append(row)

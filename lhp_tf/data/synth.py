@@ -730,6 +730,9 @@ def materialise(fmt: str, target: Path, num: int, seed: int, image_size: int) ->
         shutil.rmtree(tmp)
     generate(fmt, tmp, num, seed, image_size)
     (tmp / _VERSION_FILE).write_text(SYNTH_VERSION + "\n")
+    if is_current(target):  # another process (a second worker) finished first: keep its set
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
     if target.is_dir():  # stale version: move it aside, then swap
         old = target.parent / f".old-{target.name}-{os.getpid()}"
         try:

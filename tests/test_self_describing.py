@@ -17,10 +17,22 @@ FUSION_ABLATIONS = ("ablations/wflw-fusion-pointwise", "ablations/wflw-fusion-bo
                     "ablations/wflw-fusion-group")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", FUSION_ABLATIONS)
-def test_ablation_tflite_names_its_fusion_head_and_widths(name: str, tmp_path: Path) -> None:
-    """Converted from the checkpoint alone (no recipe beside it), float."""
+def test_ablation_metadata_names_its_fusion_head_and_widths(name: str) -> None:
+    """What every export embeds (``metadata_for``) says which ablation row the model is."""
+    from lhp_tf.converters.tflite import metadata_for
+
+    recipe = load_recipe(name)
+    spec = ModelSpec.from_dict(metadata_for(ModelSpec.from_recipe(recipe), "int8", recipe)["spec"])
+    assert spec.arch.fusion == recipe.model.fusion != "scaf"
+    assert spec.arch.channels == tuple(recipe.model.channels) != (40, 80, 160, 320)
+    assert spec.arch.head == "mr" and spec.arch.name == "lhp-large"
+
+
+@pytest.mark.slow
+def test_ablation_tflite_names_its_fusion_head_and_widths(tmp_path: Path) -> None:
+    """Converted from the checkpoint alone (no recipe beside it), float; one row end to end."""
+    name = "ablations/wflw-fusion-group"
     from lhp_tf.checkpoint import save_keras
     from lhp_tf.cli import main
     from lhp_tf.model.network import LandmarkNet

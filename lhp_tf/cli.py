@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("lhp_tf.quantize.cli", "int8 drift report, selective quantisation and QAT"),
     "bench": ("lhp_tf.bench", "on-device benchmark of a .tflite: NME, drift and latency (no TensorFlow)"),
     "predict": ("lhp_tf.predict", "landmarks on photos, folders or videos"),
+    "npu-check": ("lhp_tf.npu_check", "will an Ethos-U NPU run a .tflite: Vela placement, CPU fallbacks, estimate"),
 }
 
 

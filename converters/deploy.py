@@ -117,22 +117,36 @@ def bilinear_taps(factor: int) -> np.ndarray:
     return np.r_[0.5, np.ones(factor - 1), 0.5] / factor
 
 
-def _exact_bilinear(x: Any, s: int, name: str, keras: Any) -> Any:
-    """Half-pixel bilinear x s (even s) from rank-4 ops an NPU takes (see the module docstring)."""
-    from lhp_tf.model.ops import NearestUpsample
+def _nearest_along(x: Any, s: int, axis: int, name: str, keras: Any) -> Any:
+    """Repeat every row (axis 1) or column (axis 2) s times: CONCATENATION + RESHAPE, exact."""
+    from lhp_tf.model.ops import _steps
 
+    for k, f in enumerate(_steps(s)):
+        _, h, w, c = (int(d) for d in x.shape)
+        y = keras.layers.Concatenate(axis=axis + 1, name=f"{name}_cat{k}")([x] * f)
+        x = keras.layers.Reshape((h * f, w, c) if axis == 1 else (h, w * f, c), name=f"{name}_rep{k}")(y)
+    return x
+
+
+def _exact_bilinear(x: Any, s: int, name: str, keras: Any) -> Any:
+    """Half-pixel bilinear x s (even s) from rank-4 ops an NPU takes (see the module docstring).
+
+    Separable: rows first, on the narrow map, then columns, so the large intermediate is one
+    (sH, s(W+2)) map instead of an (s(H+2), s(W+2)) one.
+    """
     _, h, w, c = (int(d) for d in x.shape)
     crop = keras.layers.Cropping2D
-    cat = keras.layers.Concatenate
-    x = cat(axis=1, name=f"{name}_padh")([crop(((0, h - 1), (0, 0)), name=f"{name}_top")(x), x,
-                                          crop(((h - 1, 0), (0, 0)), name=f"{name}_bottom")(x)])
-    x = cat(axis=2, name=f"{name}_padw")([crop(((0, 0), (0, w - 1)), name=f"{name}_left")(x), x,
-                                          crop(((0, 0), (w - 1, 0)), name=f"{name}_right")(x)])
-    x = NearestUpsample(s, name=f"{name}_nearest")(x)
-    x = crop(((s // 2, s // 2), (s // 2, s // 2)), name=f"{name}_crop")(x)
     taps = bilinear_taps(s).astype(np.float32)
+    x = keras.layers.Concatenate(axis=1, name=f"{name}_padh")(
+        [crop(((0, h - 1), (0, 0)), name=f"{name}_top")(x), x, crop(((h - 1, 0), (0, 0)), name=f"{name}_bottom")(x)])
+    x = _nearest_along(x, s, 1, f"{name}_rows", keras)
+    x = crop(((s // 2, s // 2), (0, 0)), name=f"{name}_croph")(x)
     x = _fixed(keras.layers.DepthwiseConv2D((s + 1, 1), padding="valid", use_bias=False, trainable=False,
                                             name=f"{name}_v"), x, [np.tile(taps[:, None, None, None], (1, 1, c, 1))])
+    x = keras.layers.Concatenate(axis=2, name=f"{name}_padw")(
+        [crop(((0, 0), (0, w - 1)), name=f"{name}_left")(x), x, crop(((0, 0), (w - 1, 0)), name=f"{name}_right")(x)])
+    x = _nearest_along(x, s, 2, f"{name}_cols", keras)
+    x = crop(((0, 0), (s // 2, s // 2)), name=f"{name}_cropw")(x)
     return _fixed(keras.layers.DepthwiseConv2D((1, s + 1), padding="valid", use_bias=False, trainable=False,
                                                name=name), x, [np.tile(taps[None, :, None, None], (1, 1, c, 1))])
 

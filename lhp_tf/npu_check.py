@@ -84,16 +84,19 @@ def _constant_ints(graph: Graph, tensor: int) -> list[int] | None:
     return [int.from_bytes(data[i:i + 4], "little", signed=True) for i in range(0, len(data), 4)]
 
 
+def is_float_op(graph: Graph, op: Operator) -> bool:
+    """A compute op on float feature maps (QUANTIZE/DEQUANTIZE at the edges excluded)."""
+    if op.op in ("QUANTIZE", "DEQUANTIZE"):
+        return False
+    return any(graph.tensors[t].dtype in FLOAT_TYPES for t in (*op.inputs[:1], *op.outputs) if t >= 0)
+
+
 def _op_findings(graph: Graph, op: Operator) -> list[str]:
     reasons = []
     shapes = [graph.tensors[t].shape for t in (*op.inputs, *op.outputs) if t >= 0]
     rank = max((len(s) for s in shapes), default=0)
     if rank > MAX_RANK:
         reasons.append(f"rank-{rank} tensor (NPUs take rank <= {MAX_RANK})")
-    if op.op not in ("QUANTIZE", "DEQUANTIZE"):
-        feature_maps = [t for t in (*op.inputs[:1], *op.outputs) if t >= 0]
-        if any(graph.tensors[t].dtype in FLOAT_TYPES for t in feature_maps):
-            reasons.append("float feature map (Ethos-U runs int8/int16 only)")
     if op.op not in U55_OPS:
         reasons.append(f"{op.op} is not an Ethos-U55/U65 operator")
     stride = op.options.get("stride", (1, 1))
@@ -120,7 +123,10 @@ def _op_findings(graph: Graph, op: Operator) -> list[str]:
 
 
 def static_check(model: str | Path | bytes) -> list[Finding]:
-    """Operators the published Ethos-U55/U65 constraints reject (see the module docstring)."""
+    """Operators the published Ethos-U55/U65 constraints reject (see the module docstring).
+
+    Float ops are reported apart (:func:`is_float_op`): in a float model every op is one.
+    """
     graph = read_graph(model)
     return [Finding(op.op, graph.output_name(op), "; ".join(reasons))
             for op in graph.operators if (reasons := _op_findings(graph, op))]
@@ -214,10 +220,12 @@ def main(argv: Sequence[str]) -> int:
     print(f"{args.model}: {len(graph.operators)} ops, max tensor rank {max_rank(args.model)}; "
           + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
     findings = static_check(args.model)
-    print(f"static check (Ethos-U55/U65 published constraints): {len(findings)} op(s) rejected")
+    floats = sum(is_float_op(graph, op) for op in graph.operators)
+    print(f"static check (Ethos-U55/U65 published constraints): {len(findings)} op(s) rejected; "
+          f"{floats} float op(s) (Ethos-U runs int8/int16 only)")
     for f in findings:
         print(f"  {f.op} {f.name!r}: {f.reason}")
-    bad = bool(findings)
+    bad = bool(findings) or floats > 0
     if args.static:
         pass
     elif not vela_available():

@@ -42,6 +42,7 @@ def test_cli_prints_report_and_strict_exit(toy, capsys):
     out = capsys.readouterr().out
     assert "rank-5 tensor" in out and "ethos-u55-256: 7/10 ops on the NPU" in out and "CPU: MEAN" in out
     assert npu_check.main([str(toy), "--static", "--strict"]) == 1
+    assert "0 float op(s)" in capsys.readouterr().out
 
 
 def test_not_a_model(tmp_path):

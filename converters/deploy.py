@@ -8,11 +8,15 @@ no weight moves by position. Every trained layer is reused as it is; the new lay
 fixed constants. The rewrites, and why (figures measured on lhp-small, LiteRT 2.3, 1 thread,
 this 2-core x86 machine; see the measurements section):
 
-* **Channel shuffle as a 1x1 0/1 permutation conv** (every target). The reshape-transpose-
-  reshape form carries rank-5 tensors, which Ethos-U55/U65, Qualcomm HTP and Edge TPU refuse;
-  the conv is exact in float and in int8 (per-channel weight 1 quantises to 127 x 1/127).
-  Folding it into neighbouring weights is impossible (the CCW identity half passes through
-  untouched).
+* **Channel shuffle without rank-5 tensors** (every target). The model's ChannelShuffle now
+  flattens pixels, (1, H*W, g, C/g) -> TRANSPOSE (0, 1, 3, 2), so it is rank 4 everywhere
+  (Ethos-U55/U65, Qualcomm HTP and Edge TPU refuse rank 5). Shuffles of at most 32 channels
+  become a 1x1 0/1 permutation conv instead, exact in float and int8 (weight 1 quantises to
+  127 x 1/127): timed alone between two depthwise convs (LiteRT, 1 thread), the conv beats the
+  transpose at 24 channels on 24x24 (float -9%, int8 -19%) and loses from 40 channels up
+  (int8 +1% at 40@24x24, +30% at 80@12x12, +150% at 320@3x3: its cost grows with C^2); the
+  rank-4 and rank-5 transposes time the same. Folding the permutation into neighbouring
+  weights is impossible (the CCW identity half passes through untouched).
 * **SCAF resize-first**: scaling a one-channel map by per-channel weights commutes with
   nearest upsampling and average pooling, so ``resize(mean_j) * w`` replaces
   ``resize(mean_j * w)``: C_i times fewer elements resized. Equal up to float rounding.
@@ -33,6 +37,36 @@ this 2-core x86 machine; see the measurements section):
   taps quantise to 63.5 -> 64 steps of 1/127 (0.4% error on the end taps).
 * SCAF's chain of outer MULs (an (h, w, 1) map times (1, 1, C) weights) and ADDs stays: a
   dynamic-weight matmul form needs BATCH_MATMUL, which Ethos-U55/U65 and XNNPACK int8 lack.
+
+Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ only in the x4/x8
+bilinear upsamples; the npu form also runs fully delegated on XNNPACK, 9% slower there.
+
+Measurements (lhp-small, 98 landmarks, untrained weights with trained-like magnitudes; the
+"before" graph is what ``inference_model`` exported until now; int8 with min/max ranges):
+
+==================  =====  ====  ==========================================================
+graph               ops    rank  op counts
+==================  =====  ====  ==========================================================
+before, float       945    5     CONV 176, RESHAPE 154, CONCAT 131, MUL 102, DW 83, LOGISTIC 81,
+                                 MEAN 68, ADD 40, SPLIT 35, TRANSPOSE 35, SLICE 34, RESIZE 6
+before, int8        957    5     same + QUANTIZE 12
+xnnpack, float      871    4     CONV 228, CONCAT 129, MUL 102, RESHAPE 82, LOGISTIC 81, MEAN 51,
+                                 DW 44, ADD 40, AVG_POOL 39, SPLIT 35, SLICE 34, RESIZE 6
+xnnpack, int8       895    4     CONV 228, CONCAT 129, MUL 102, DW 95, RESHAPE 82, ... QUANTIZE 12
+==================  =====  ====  ==========================================================
+
+Vela 5.2 (default system configs), ops on the NPU and estimated time, U55-256 / U65-512 /
+U85-256: before int8 922/957 (10.30 ms) / 922/957 (2.54 ms) / 940/957 (4.94 ms), the
+fallbacks being 17 channel MEANs, 16 depthwise pools of stride 4 or 8 and the x4 and x8
+half-pixel resizes (U85: the MEANs only); xnnpack int8: 893/895 (5.75 ms) / 893/895
+(1.50 ms) / 895/895 (1.98 ms), the two resizes left; npu int8: every op on the NPU of all
+three (estimates in the issue-12 closing note of the README).
+
+LiteRT 2.3, 1 thread, 300 interleaved rounds in one process (p50, ratio to MediaPipe's
+face_landmark.tflite): before float 1.05x, before int8 1.30x, xnnpack float 0.95x, xnnpack
+int8 1.06x, npu int8 1.15x; int8 / float 1.23x before, 1.11x after. Float deploy graph vs
+Keras: max abs difference 4e-7 on heatmaps; int8 heatmap error against the float model
+unchanged by the rewrites (mean 9.4e-3 vs 9.3e-3).
 """
 
 from __future__ import annotations
@@ -45,6 +79,8 @@ import numpy as np
 from lhp_tf.errors import LhpError
 
 TARGETS = ("xnnpack", "npu")
+#: Narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4 transpose.
+SHUFFLE_CONV_MAX_CHANNELS = 32
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
 
@@ -195,7 +231,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> A
             return layer([resize(follow, x[i]), x[1 - i]])
         if layer.name in moved:
             return x  # applied before the multiply
-        if isinstance(layer, ChannelShuffle):
+        if isinstance(layer, ChannelShuffle) and int(x.shape[-1]) <= SHUFFLE_CONV_MAX_CHANNELS:
             return _shuffle_conv(x, layer.groups, layer.name, keras)
         if isinstance(layer, ChannelMean):
             return _mean_conv(x, layer.name, keras)

@@ -15,8 +15,11 @@ this 2-core x86 machine; see the measurements section):
   127 x 1/127): timed alone between two depthwise convs (LiteRT, 1 thread), the conv beats the
   transpose at 24 channels on 24x24 (float -9%, int8 -19%) and loses from 40 channels up
   (int8 +1% at 40@24x24, +30% at 80@12x12, +150% at 320@3x3: its cost grows with C^2); the
-  rank-4 and rank-5 transposes time the same. Folding the permutation into neighbouring
-  weights is impossible (the CCW identity half passes through untouched).
+  rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
+  Vela takes both forms, but estimates the transposes slower (lhp-large U85-256 10.80 ms with
+  them vs 6.79 ms with convs; U55-256 23.48 vs 23.79, U65-512 4.29 vs 4.39). Folding the
+  permutation into neighbouring weights is impossible (the CCW identity half passes through
+  untouched).
 * **SCAF resize-first**: scaling a one-channel map by per-channel weights commutes with
   nearest upsampling and average pooling, so ``resize(mean_j) * w`` replaces
   ``resize(mean_j * w)``: C_i times fewer elements resized. Equal up to float rounding.
@@ -79,7 +82,8 @@ import numpy as np
 from lhp_tf.errors import LhpError
 
 TARGETS = ("xnnpack", "npu")
-#: Narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4 transpose.
+#: On CPUs narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4
+#: transpose; on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = 32
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
@@ -231,7 +235,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> A
             return layer([resize(follow, x[i]), x[1 - i]])
         if layer.name in moved:
             return x  # applied before the multiply
-        if isinstance(layer, ChannelShuffle) and int(x.shape[-1]) <= SHUFFLE_CONV_MAX_CHANNELS:
+        if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= SHUFFLE_CONV_MAX_CHANNELS):
             return _shuffle_conv(x, layer.groups, layer.name, keras)
         if isinstance(layer, ChannelMean):
             return _mean_conv(x, layer.name, keras)

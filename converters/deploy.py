@@ -44,32 +44,47 @@ this 2-core x86 machine; see the measurements section):
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ only in the x4/x8
 bilinear upsamples; the npu form also runs fully delegated on XNNPACK, 9% slower there.
 
-Measurements (lhp-small, 98 landmarks, untrained weights with trained-like magnitudes; the
-"before" graph is what ``inference_model`` exported until now; int8 with min/max ranges):
+Measurements (98 landmarks, untrained weights with trained-like magnitudes; "before" is the
+graph ``inference_model`` exported until now; int8 with min/max ranges; Vela 5.2 with its
+default system configuration per accelerator). Ops / max rank / Vela ops on the NPU and
+estimate for U55-256, U65-512, U85-256:
 
-==================  =====  ====  ==========================================================
-graph               ops    rank  op counts
-==================  =====  ====  ==========================================================
-before, float       945    5     CONV 176, RESHAPE 154, CONCAT 131, MUL 102, DW 83, LOGISTIC 81,
-                                 MEAN 68, ADD 40, SPLIT 35, TRANSPOSE 35, SLICE 34, RESIZE 6
-before, int8        957    5     same + QUANTIZE 12
-xnnpack, float      871    4     CONV 228, CONCAT 129, MUL 102, RESHAPE 82, LOGISTIC 81, MEAN 51,
-                                 DW 44, ADD 40, AVG_POOL 39, SPLIT 35, SLICE 34, RESIZE 6
-xnnpack, int8       895    4     CONV 228, CONCAT 129, MUL 102, DW 95, RESHAPE 82, ... QUANTIZE 12
-==================  =====  ====  ==========================================================
+=====================  =====  ====  =================================================
+lhp-small              ops    rank  Vela U55 / U65 / U85
+=====================  =====  ====  =================================================
+before float           945    5
+before int8            957    5     922/957 10.30 ms, 922/957 2.54 ms, 940/957 4.94 ms
+xnnpack float          915    4
+xnnpack int8           939    4     937/939 5.67 ms, 937/939 1.47 ms, all 2.38 ms
+npu int8               925    4     all: 6.32 ms, 1.53 ms, 2.25 ms
+=====================  =====  ====  =================================================
 
-Vela 5.2 (default system configs), ops on the NPU and estimated time, U55-256 / U65-512 /
-U85-256: before int8 922/957 (10.30 ms) / 922/957 (2.54 ms) / 940/957 (4.94 ms), the
-fallbacks being 17 channel MEANs, 16 depthwise pools of stride 4 or 8 and the x4 and x8
-half-pixel resizes (U85: the MEANs only); xnnpack int8: 893/895 (5.75 ms) / 893/895
-(1.50 ms) / 895/895 (1.98 ms), the two resizes left; npu int8: every op on the NPU of all
-three (estimates in the issue-12 closing note of the README).
+=====================  =====  ====  =================================================
+lhp-large              ops    rank  Vela U55 / U65 / U85
+=====================  =====  ====  =================================================
+before float           2309   5
+before int8            2337   5     2248/2337 38.96 ms, 2248/2337 8.07 ms, 2295/2337 17.50 ms
+xnnpack float          2295   4
+xnnpack int8           2357   4     2355/2357 22.91 ms, 2355/2357 4.26 ms, all 10.52 ms
+npu int8               2219   4     all: 23.79 ms, 4.39 ms, 6.79 ms
+=====================  =====  ====  =================================================
 
-LiteRT 2.3, 1 thread, 300 interleaved rounds in one process (p50, ratio to MediaPipe's
-face_landmark.tflite): before float 1.05x, before int8 1.30x, xnnpack float 0.95x, xnnpack
-int8 1.06x, npu int8 1.15x; int8 / float 1.23x before, 1.11x after. Float deploy graph vs
-Keras: max abs difference 4e-7 on heatmaps; int8 heatmap error against the float model
-unchanged by the rewrites (mean 9.4e-3 vs 9.3e-3).
+Before, Vela left on the CPU the channel MEANs (17 in lhp-small), the depthwise pools of
+stride 4 and 8 (16) and the x4 and x8 half-pixel resizes (U85: the MEANs only); the xnnpack
+form leaves only the two resizes. Op types, lhp-small int8 before: CONV 176, RESHAPE 154,
+CONCATENATION 131, MUL 102, DEPTHWISE 83, LOGISTIC 81, MEAN 68, ADD 40, SPLIT 35,
+TRANSPOSE 35 (rank 5), SLICE 34, QUANTIZE 12, RESIZE_BILINEAR 6; xnnpack int8: CONV 206,
+CONCATENATION 129, RESHAPE 126, MUL 102, DEPTHWISE 95, LOGISTIC 81, MEAN 51, ADD 40, SPLIT 35,
+SLICE 34, TRANSPOSE 22 (rank 4), QUANTIZE 12, RESIZE_BILINEAR 6.
+
+Tried and not adopted (timed alone, LiteRT, 1 thread): the CCW nearest-upsample-then-multiply
+as one broadcasting MUL over a (h, s, w, s*C) view (within +-10%, no gain); SCAF's two-way
+broadcast MUL as a 1 -> C constant conv then a one-way MUL (15-55% slower).
+
+Float deploy graph vs Keras: max abs difference 4e-7 (lhp-small) and 1e-7 (lhp-large) on
+heatmaps; the int8 heatmap error against the float model is unchanged by the rewrites (mean
+9.2e-3 vs 9.3e-3 small, 3.0e-3 both large). Latency ratios: see ``benchmarks/latency.py``
+and the issue-12 closing note.
 """
 
 from __future__ import annotations

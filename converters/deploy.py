@@ -83,8 +83,13 @@ broadcast MUL as a 1 -> C constant conv then a one-way MUL (15-55% slower).
 
 Float deploy graph vs Keras: max abs difference 4e-7 (lhp-small) and 1e-7 (lhp-large) on
 heatmaps; the int8 heatmap error against the float model is unchanged by the rewrites (mean
-9.2e-3 vs 9.3e-3 small, 3.0e-3 both large). Latency ratios: see ``benchmarks/latency.py``
-and the issue-12 closing note.
+9.2e-3 vs 9.3e-3 small, 3.0e-3 both large).
+
+Latency, LiteRT 2.3, 1 thread, XNNPACK, one process, rounds interleaved with MediaPipe's
+face_landmark.tflite (p50 ratio to it; 300 rounds small, 200 large; loaded 2-core x86):
+lhp-small int8 1.29x before -> 1.03x xnnpack form (npu form 1.07x), float 1.01x -> 0.88x;
+lhp-large int8 3.75x -> 2.84x, float 3.00x -> 2.49x. Int8 / float: 1.28x -> 1.17x (small),
+1.25x -> 1.14x (large): x86's int8 kernels remain slower than float on these narrow shapes.
 """
 
 from __future__ import annotations

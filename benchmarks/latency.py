@@ -1,6 +1,8 @@
-"""Single-thread latency of lhp-small and lhp-large: LiteRT int8 vs LiteRT float vs ONNX Runtime fp32.
+"""Single-thread latency of lhp-small and lhp-large: LiteRT int8 vs LiteRT float vs ONNX Runtime
+fp32, against MediaPipe's face landmark model.
 
     python benchmarks/latency.py [--checkpoint-small CKPT] [--checkpoint-large CKPT]
+                                 [--extra NAME=MODEL.tflite ...] [--no-mediapipe]
 
 For each model the three engines run the SAME weights (one checkpoint, or one freshly built
 untrained network: latency does not depend on the weights' values, and the output says which)
@@ -8,6 +10,14 @@ on the SAME 96x96 input, one thread each, batch 1. Runs are interleaved round-ro
 timed invoke of each engine per round) so that machine load drifts hit all three alike; the
 median over rounds is reported. The paper timed ONNX Runtime; the claim checked here is that
 LiteRT int8 is at least 2x faster than ONNX Runtime fp32 on the same model.
+
+The reference row is MediaPipe's face_landmark.tflite (192x192 input, 468 points, float32),
+run by the same LiteRT interpreter in the same rounds. It is Apache-2.0 (Google LLC) and is
+not shipped with lhp-tf: on first use the script fetches the mediapipe==0.10.14 wheel with
+``pip download --no-deps`` and keeps only that file in a cache folder ($LHP_CACHE, default
+~/.cache/lhp_tf). The issue-12 targets printed: lhp-small int8 <= 0.7x MediaPipe (lhp-large
+<= 2.5x) and int8 <= 1.0x float. ``--extra`` adds prebuilt .tflite files (e.g. an older
+export) as rows of the same rounds.
 """
 
 from __future__ import annotations
@@ -24,6 +34,62 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SPEEDUP = 2.0
+#: int8 latency / MediaPipe face_landmark latency that each model must stay under
+TARGET_VS_MEDIAPIPE = {"lhp-small": 0.7, "lhp-large": 2.5}
+TARGET_INT8_VS_FLOAT = 1.0
+MEDIAPIPE_WHEEL = "mediapipe==0.10.14"
+MEDIAPIPE_MEMBER = "mediapipe/modules/face_landmark/face_landmark.tflite"
+MEDIAPIPE_ROW = "MediaPipe face_landmark"
+
+
+def mediapipe_face_landmark() -> Path:
+    """face_landmark.tflite from the mediapipe wheel, fetched into the cache on first use."""
+    import subprocess
+    import zipfile
+
+    cache = Path(os.environ.get("LHP_CACHE", Path.home() / ".cache" / "lhp_tf")) / MEDIAPIPE_WHEEL.replace("==", "-")
+    target = cache / "face_landmark.tflite"
+    if target.is_file():
+        return target
+    print(f"fetching {MEDIAPIPE_MEMBER} from the {MEDIAPIPE_WHEEL} wheel (pip download --no-deps; "
+          f"Apache-2.0, Google LLC; not part of lhp-tf) into {cache}", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lhp_mediapipe_") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+               "-d", tmp, MEDIAPIPE_WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wheels = list(Path(tmp).glob("mediapipe-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            raise SystemExit(f"cannot fetch {MEDIAPIPE_WHEEL} ({' '.join(cmd)}): {proc.stderr.strip()[-500:]} "
+                             "(run with --no-mediapipe to skip the reference row)")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read(MEDIAPIPE_MEMBER)
+    partial = target.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
+
+
+def _mediapipe_runner(path: Path) -> Callable[[], None]:
+    from lhp_tf.runtime import load_interpreter
+
+    interpreter, _ = load_interpreter(path, num_threads=1)
+    detail = interpreter.get_input_details()[0]
+    x = np.random.default_rng(0).random(tuple(detail["shape"]), dtype=np.float32)
+
+    def run() -> None:
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+
+    return run
+
+
+def _tflite_runner(path: Path, image: np.ndarray) -> Callable[[], None]:
+    from lhp_tf.runtime import TFLiteModel
+
+    model = TFLiteModel(path, num_threads=1)
+    x = model.prepare(image)
+    return lambda: model.invoke_prepared(x)
 
 
 def _models(arch: str, checkpoint: str | None, tmp: Path) -> tuple[dict[str, Path], str]:
@@ -55,13 +121,9 @@ def _models(arch: str, checkpoint: str | None, tmp: Path) -> tuple[dict[str, Pat
 def _runners(files: dict[str, Path], image: np.ndarray) -> dict[str, Callable[[], None]]:
     import onnxruntime as ort
 
-    from lhp_tf.runtime import TFLiteModel
-
     runners: dict[str, Callable[[], None]] = {}
     for quant in ("int8", "float"):
-        model = TFLiteModel(files[quant], num_threads=1)
-        x = model.prepare(image)
-        runners[f"LiteRT {quant}"] = (lambda m, v: lambda: m.invoke_prepared(v))(model, x)
+        runners[f"LiteRT {quant}"] = _tflite_runner(files[quant], image)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -94,7 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--only", choices=("lhp-small", "lhp-large"), default=None)
+    p.add_argument("--no-mediapipe", action="store_true", help="skip the MediaPipe reference row")
+    p.add_argument("--extra", action="append", default=[], metavar="NAME=MODEL.tflite",
+                   help="another .tflite (96x96 lhp-tf model) timed in the same rounds")
     args = p.parse_args(argv)
+    extra = {}
+    for item in args.extra:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            p.error(f"--extra {item!r}: expected NAME=PATH of an existing .tflite")
+        extra[name] = Path(path)
+    mediapipe = None if args.no_mediapipe else mediapipe_face_landmark()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from lhp_tf.runtime import op_delegation
 
@@ -107,15 +179,20 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and arch != args.only:
                 continue
             files, source = _models(arch, ckpt, Path(tmp))
-            times = interleaved(_runners(files, image), args.rounds, args.warmup)
+            runners = _runners(files, image)
+            for name, path in extra.items():
+                runners[name] = _tflite_runner(path, image)
+            if mediapipe is not None:
+                runners[MEDIAPIPE_ROW] = _mediapipe_runner(mediapipe)
+            times = interleaved(runners, args.rounds, args.warmup)
             med = {name: float(np.median(t)) for name, t in times.items()}
             speedup = med["ONNX Runtime fp32"] / med["LiteRT int8"]
             ok = speedup >= TARGET_SPEEDUP
             failed |= not ok
             lines = [f"{arch}: {source}; 96x96, batch 1, 1 thread, {args.rounds} interleaved rounds (median)"]
             for name, t in times.items():
-                lines.append(f"  {name:<18} {med[name]:8.3f} ms  (min {t.min():.3f}, p10 {np.percentile(t, 10):.3f}, "
-                             f"p90 {np.percentile(t, 90):.3f})")
+                lines.append(f"  {name:<24} p50 {med[name]:8.3f} ms  p10 {np.percentile(t, 10):8.3f} ms  "
+                             f"(min {t.min():.3f}, p90 {np.percentile(t, 90):.3f})")
             for quant in ("int8", "float"):
                 ops = op_delegation(files[quant])
                 lines.append(f"  XNNPACK {quant}: {ops['delegated']}/{ops['total']} nodes delegated")
@@ -125,6 +202,22 @@ def main(argv: list[str] | None = None) -> int:
                          f"{fastest['ONNX Runtime fp32'] / fastest['LiteRT int8']:.2f}x on the fastest runs)")
             lines.append(f"  ratio LiteRT float / LiteRT int8        = {med['LiteRT float'] / med['LiteRT int8']:.2f}x")
             lines.append(f"  ratio ONNX Runtime fp32 / LiteRT float  = {med['ONNX Runtime fp32'] / med['LiteRT float']:.2f}x")
+            p10 = {name: float(np.percentile(t, 10)) for name, t in times.items()}
+            ratio = med["LiteRT int8"] / med["LiteRT float"]
+            ok = ratio <= TARGET_INT8_VS_FLOAT
+            failed |= not ok
+            lines.append(f"  ratio LiteRT int8 / LiteRT float        = {ratio:.2f}x p50, "
+                         f"{p10['LiteRT int8'] / p10['LiteRT float']:.2f}x p10 "
+                         f"(target <= {TARGET_INT8_VS_FLOAT:.1f}x: {'OK' if ok else 'MISSED'})")
+            for name in [MEDIAPIPE_ROW] if mediapipe is not None else []:
+                for row in ("LiteRT int8", "LiteRT float", *extra):
+                    ratio = med[row] / med[name]
+                    mark = ""
+                    if row == "LiteRT int8":
+                        ok = ratio <= TARGET_VS_MEDIAPIPE[arch]
+                        failed |= not ok
+                        mark = f" (target <= {TARGET_VS_MEDIAPIPE[arch]:.1f}x: {'OK' if ok else 'MISSED'})"
+                    lines.append(f"  ratio {row} / {name} = {ratio:.2f}x p50, {p10[row] / p10[name]:.2f}x p10{mark}")
             report.append("\n".join(lines))
             print(report[-1], flush=True)
     return 1 if failed else 0

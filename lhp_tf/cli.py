@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("lhp_tf.bench", "on-device benchmark of a .tflite: NME, drift and latency (no TensorFlow)"),
     "predict": ("lhp_tf.predict", "landmarks on photos, folders or videos"),
     "recipes": ("lhp_tf.recipes", "list the packaged recipes (commands take these names or a YAML path)"),
+    "npu-check": ("lhp_tf.npu_check", "will an Ethos-U NPU run a .tflite: Vela placement, CPU fallbacks, estimate"),
 }
 
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 DEVICE_MODULES = ("lhp_tf", "lhp_tf.bench", "lhp_tf.runtime", "lhp_tf.metrics", "lhp_tf.decode",
-                  "lhp_tf.tflite_metadata", "lhp_tf.data.flip", "lhp_tf.data.crop")
+                  "lhp_tf.tflite_metadata", "lhp_tf.tflite_graph", "lhp_tf.npu_check", "lhp_tf.data.flip",
+                  "lhp_tf.data.crop")
 FORBIDDEN = ("tensorflow", "keras", "tf_keras")
 
 

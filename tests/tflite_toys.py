@@ -133,3 +133,22 @@ def write_resize_model(path: Path) -> Path:
     x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
     path.write_bytes(convert(keras.Model(inp, x), "float"))
     return path
+
+
+def write_npu_toy(path: Path) -> Path:
+    """An int8 graph with what Ethos-U55 rejects: a rank-5 channel shuffle, a channel MEAN,
+    a stride-4 depthwise conv and a x4 half-pixel bilinear resize (plus ops it takes)."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((16, 16, 8), batch_size=1)
+    x = keras.layers.Conv2D(8, 1)(inp)
+    mean = keras.layers.Lambda(lambda t: tf.reduce_mean(t, axis=-1, keepdims=True))(x)
+    down = keras.layers.DepthwiseConv2D(4, strides=4)(x)
+    shuffled = keras.layers.Lambda(lambda t: tf.reshape(
+        tf.transpose(tf.reshape(t, (1, 16, 16, 2, 4)), (0, 1, 2, 4, 3)), (1, 16, 16, 8)))(x)
+    up = keras.layers.UpSampling2D(4, interpolation="bilinear")(down)
+    y = keras.layers.Add()([shuffled, up, keras.layers.Multiply()([mean, x])])
+    calib = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 8))
+    path.write_bytes(convert(keras.Model(inp, y), "int8", calib))
+    return path

@@ -24,7 +24,11 @@ def _static_batch(x: tf.Tensor) -> int:
 
 @register_serializable
 class ChannelShuffle(keras.layers.Layer):
-    """ShuffleNet channel shuffle: (..., g, C/g) -> (..., C/g, g), for 4-D NHWC inputs."""
+    """ShuffleNet channel shuffle: (..., g, C/g) -> (..., C/g, g), for 4-D NHWC inputs.
+
+    Pixels are flattened first so every tensor stays rank 4 (NPUs and many accelerators refuse
+    rank 5): (B, H*W, g, C/g) -> TRANSPOSE (0, 1, 3, 2) -> (B, H, W, C).
+    """
 
     def __init__(self, groups: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -37,8 +41,8 @@ class ChannelShuffle(keras.layers.Layer):
         if c % self.groups:
             raise ValueError(f"{self.name}: {c} channels do not split into {self.groups} groups")
         b = _static_batch(x)
-        y = tf.reshape(x, (b, h, w, self.groups, c // self.groups))
-        y = tf.transpose(y, (0, 1, 2, 4, 3))
+        y = tf.reshape(x, (b, h * w, self.groups, c // self.groups))
+        y = tf.transpose(y, (0, 1, 3, 2))
         return tf.reshape(y, (b, h, w, c))
 
     def compute_output_shape(self, input_shape: Any) -> Any:

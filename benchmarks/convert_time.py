@@ -1,0 +1,73 @@
+"""Wall time of ``lhp convert`` for lhp-small (int8 and float), as a user runs it.
+
+    python benchmarks/convert_time.py [--checkpoint CKPT] [--quant int8 float]
+
+Each conversion runs the ``lhp`` command in a fresh process (imports, recipe, calibration
+images, conversion, metadata, atomic write: everything a user waits for). Without
+``--checkpoint`` a freshly built, untrained lhp-small run folder is used (the conversion does
+the same work whatever the weights are). Issue-12 target: int8 in <= 30 s on the 2-core CI
+machine. Wall time depends on the machine's load: run it when nothing else does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_S = {"int8": 30.0}
+
+
+def _untrained_run(tmp: Path) -> Path:
+    from lhp_tf.config import dump_recipe, load_recipe
+    from lhp_tf.model.network import build_model
+
+    recipe = load_recipe(REPO / "recipes" / "synthetic-300w.yaml",
+                         ["model.arch=lhp-small", f"data.cache_dir={tmp / 'cache'}", "data.synthetic.num=64"])
+    run = tmp / "lhp-small"
+    run.mkdir()
+    build_model(recipe.model, recipe.num_landmarks).save(run / "best.keras")
+    (run / "recipe.yaml").write_text(dump_recipe(recipe))
+    return run / "best.keras"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--quant", nargs="+", default=["int8", "float"])
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="lhp_convert_time_") as tmp:
+        ckpt = Path(args.checkpoint) if args.checkpoint else _untrained_run(Path(tmp))
+        if not args.checkpoint:
+            # first conversion materialises the synthetic calibration images: not timed
+            subprocess.run([sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", "float",
+                            "-o", str(Path(tmp) / "warm.tflite")], check=True, capture_output=True)
+        for quant in args.quant:
+            out = Path(tmp) / f"lhp-small_{quant}.tflite"
+            cmd = [sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", quant, "-o", str(out)]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                print(f"lhp convert --quant {quant} failed: {proc.stderr.strip()[-800:]}")
+                return 1
+            target = TARGET_S.get(quant)
+            verdict = ""
+            if target is not None:
+                ok = wall <= target
+                failed |= not ok
+                verdict = f" (target <= {target:.0f} s: {'OK' if ok else 'MISSED'})"
+            print(f"lhp convert lhp-small --quant {quant}: {wall:.1f} s wall, {out.stat().st_size / 1e3:.0f} kB"
+                  f"{verdict}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The deploy graph: the trained network restructured for what runs it, computing the same function.
+
+:func:`deploy_model` takes the batch-1 inference Keras model (the network, with or without its
+heatmap sigmoid, pools as AveragePooling2D or already as the equal depthwise conv of
+:func:`lhp_tf.converters.inference_model.xnnpack_friendly`) and rebuilds it from its layers,
+matched by layer type and name (the CONTRACTS naming: ``fusion_*_{i}from{j}_mul`` etc.), so
+no weight moves by position. Every trained layer is reused as it is; the new layers hold
+fixed constants. The rewrites, and why (figures measured on lhp-small, LiteRT 2.3, 1 thread,
+this 2-core x86 machine; see the measurements section):
+
+* **Channel shuffle without rank-5 tensors** (every target). The model's ChannelShuffle now
+  flattens pixels, (1, H*W, g, C/g) -> TRANSPOSE (0, 1, 3, 2), so it is rank 4 everywhere
+  (Ethos-U55/U65, Qualcomm HTP and Edge TPU refuse rank 5). Shuffles of at most 32 channels
+  become a 1x1 0/1 permutation conv instead, exact in float and int8 (weight 1 quantises to
+  127 x 1/127): timed alone between two depthwise convs (LiteRT, 1 thread), the conv beats the
+  transpose at 24 channels on 24x24 (float -9%, int8 -19%) and loses from 40 channels up
+  (int8 +1% at 40@24x24, +30% at 80@12x12, +150% at 320@3x3: its cost grows with C^2); the
+  rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
+  Vela takes both forms, but estimates the transposes slower (lhp-large U85-256 10.80 ms with
+  them vs 6.79 ms with convs; U55-256 23.48 vs 23.79, U65-512 4.29 vs 4.39). Folding the
+  permutation into neighbouring weights is impossible (the CCW identity half passes through
+  untouched).
+* **SCAF resize-first**: scaling a one-channel map by per-channel weights commutes with
+  nearest upsampling and average pooling, so ``resize(mean_j) * w`` replaces
+  ``resize(mean_j * w)``: C_i times fewer elements resized. Equal up to float rounding.
+* **Channel MEAN (SCAF's channel average) as a constant 1x1 conv** C -> 1 with weights 1/C
+  (every target): Vela rejects MEAN over depth ("reduction over depth only if h, w or c == 1").
+* **Average pools**: a float graph for XNNPACK keeps AVERAGE_POOL_2D (XNNPACK runs it in
+  float, faster than the depthwise form); int8 graphs (XNNPACK runs no int8 AVERAGE_POOL_2D)
+  and NPU graphs get a chain of 2x2 stride-2 depthwise convs with weights 1/4 (exact in int8;
+  Vela takes depthwise strides 1-3 only, so a single 4x4 or 8x8 stride-4/8 conv falls back).
+* **Bilinear x4/x8 upsampling** (the MR head): Vela takes RESIZE_BILINEAR with half-pixel
+  centres only at x2, and a chain of x2 resizes is NOT x4 (max error 16% of the input range on
+  random data: the intermediate samples straddle the first resize's knots). The exact form:
+  with half-pixel centres and edge clamping, bilinear x s (even s) equals a nearest x s upsample
+  of the input padded by one replicated pixel, cropped by s/2, then a separable depthwise conv
+  with taps [1/2, 1, ..., 1, 1/2] / s (a box of s taps convolved with [1/2, 1/2]); verified to
+  1e-7. Target ``npu`` uses it (all rank-4 CONCATENATION/RESHAPE/STRIDED_SLICE/DEPTHWISE ops);
+  target ``xnnpack`` keeps the single RESIZE_BILINEAR (exact and delegated). In int8 the 1/2
+  taps quantise to 63.5 -> 64 steps of 1/127 (0.4% error on the end taps).
+* SCAF's chain of outer MULs (an (h, w, 1) map times (1, 1, C) weights) and ADDs stays: a
+  dynamic-weight matmul form needs BATCH_MATMUL, which Ethos-U55/U65 and XNNPACK int8 lack.
+
+Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ only in the x4/x8
+bilinear upsamples; the npu form also runs fully delegated on XNNPACK, 9% slower there.
+
+Measurements (98 landmarks, untrained weights with trained-like magnitudes; "before" is the
+graph ``inference_model`` exported until now; int8 with min/max ranges; Vela 5.2 with its
+default system configuration per accelerator). Ops / max rank / Vela ops on the NPU and
+estimate for U55-256, U65-512, U85-256:
+
+=====================  =====  ====  =================================================
+lhp-small              ops    rank  Vela U55 / U65 / U85
+=====================  =====  ====  =================================================
+before float           945    5
+before int8            957    5     922/957 10.30 ms, 922/957 2.54 ms, 940/957 4.94 ms
+xnnpack float          915    4
+xnnpack int8           939    4     937/939 5.67 ms, 937/939 1.47 ms, all 2.38 ms
+npu int8               925    4     all: 6.32 ms, 1.53 ms, 2.25 ms
+=====================  =====  ====  =================================================
+
+=====================  =====  ====  =================================================
+lhp-large              ops    rank  Vela U55 / U65 / U85
+=====================  =====  ====  =================================================
+before float           2309   5
+before int8            2337   5     2248/2337 38.96 ms, 2248/2337 8.07 ms, 2295/2337 17.50 ms
+xnnpack float          2295   4
+xnnpack int8           2357   4     2355/2357 22.91 ms, 2355/2357 4.26 ms, all 10.52 ms
+npu int8               2219   4     all: 23.79 ms, 4.39 ms, 6.79 ms
+=====================  =====  ====  =================================================
+
+Before, Vela left on the CPU the channel MEANs (17 in lhp-small), the depthwise pools of
+stride 4 and 8 (16) and the x4 and x8 half-pixel resizes (U85: the MEANs only); the xnnpack
+form leaves only the two resizes. Op types, lhp-small int8 before: CONV 176, RESHAPE 154,
+CONCATENATION 131, MUL 102, DEPTHWISE 83, LOGISTIC 81, MEAN 68, ADD 40, SPLIT 35,
+TRANSPOSE 35 (rank 5), SLICE 34, QUANTIZE 12, RESIZE_BILINEAR 6; xnnpack int8: CONV 206,
+CONCATENATION 129, RESHAPE 126, MUL 102, DEPTHWISE 95, LOGISTIC 81, MEAN 51, ADD 40, SPLIT 35,
+SLICE 34, TRANSPOSE 22 (rank 4), QUANTIZE 12, RESIZE_BILINEAR 6.
+
+Tried and not adopted (timed alone, LiteRT, 1 thread): the CCW nearest-upsample-then-multiply
+as one broadcasting MUL over a (h, s, w, s*C) view (within +-10%, no gain); SCAF's two-way
+broadcast MUL as a 1 -> C constant conv then a one-way MUL (15-55% slower).
+
+Float deploy graph vs Keras: max abs difference 4e-7 (lhp-small) and 1e-7 (lhp-large) on
+heatmaps; the int8 heatmap error against the float model is unchanged by the rewrites (mean
+9.2e-3 vs 9.3e-3 small, 3.0e-3 both large).
+
+Latency, LiteRT 2.3, 1 thread, XNNPACK, one process, rounds interleaved with MediaPipe's
+face_landmark.tflite (p50 ratio to it; 300 rounds small, 200 large; loaded 2-core x86):
+lhp-small int8 1.29x before -> 1.03x xnnpack form (npu form 1.07x), float 1.01x -> 0.88x;
+lhp-large int8 3.75x -> 2.84x, float 3.00x -> 2.49x. Int8 / float: 1.28x -> 1.17x (small),
+1.25x -> 1.14x (large): x86's int8 kernels remain slower than float on these narrow shapes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from lhp_tf.errors import LhpError
+
+TARGETS = ("xnnpack", "npu")
+#: On CPUs narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4
+#: transpose; on NPUs every shuffle becomes a conv.
+SHUFFLE_CONV_MAX_CHANNELS = 32
+
+_SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
+
+
+def _producer(tensor: Any) -> Any:
+    return tensor._keras_history.operation
+
+
+def _pool_factor(layer: Any, keras: Any) -> int | None:
+    """k for a k x k / stride k average pool, in either of its two forms; else None."""
+    if type(layer) is keras.layers.AveragePooling2D:
+        pool, strides = tuple(layer.pool_size), tuple(layer.strides)
+        if pool == strides and pool[0] == pool[1] and layer.padding == "valid":
+            return int(pool[0])
+        return None
+    if type(layer) is keras.layers.DepthwiseConv2D and not layer.use_bias:
+        k = tuple(layer.kernel_size)
+        if k == tuple(layer.strides) and k[0] == k[1] and layer.padding == "valid" and k[0] > 1:
+            w = np.asarray(layer.get_weights()[0])
+            if np.allclose(w, 1.0 / (k[0] * k[0]), rtol=0, atol=1e-7):
+                return int(k[0])
+    return None
+
+
+def _fixed(layer: Any, x: Any, weights: list[np.ndarray]) -> Any:
+    """Call a new constant layer on ``x`` and set its weights."""
+    y = layer(x)
+    layer.set_weights([w.astype(np.float32) for w in weights])
+    return y
+
+
+def shuffle_permutation(channels: int, groups: int) -> np.ndarray:
+    """Output channel o of a ``groups``-way channel shuffle reads input channel perm[o]."""
+    per = channels // groups
+    return np.array([b * per + a for a in range(per) for b in range(groups)])
+
+
+def _shuffle_conv(x: Any, groups: int, name: str, keras: Any) -> Any:
+    c = int(x.shape[-1])
+    kernel = np.zeros((1, 1, c, c), np.float32)
+    kernel[0, 0, shuffle_permutation(c, groups), np.arange(c)] = 1.0
+    conv = keras.layers.Conv2D(c, 1, use_bias=False, trainable=False, name=name)
+    return _fixed(conv, x, [kernel])
+
+
+def _mean_conv(x: Any, name: str, keras: Any) -> Any:
+    c = int(x.shape[-1])
+    conv = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=name)
+    return _fixed(conv, x, [np.full((1, 1, c, 1), 1.0 / c, np.float32)])
+
+
+def _pool(x: Any, k: int, name: str, stepped: bool, keras: Any) -> Any:
+    """k x k average pool: AVERAGE_POOL_2D, or 2x2 stride-2 depthwise steps when ``stepped``."""
+    if not stepped:
+        return keras.layers.AveragePooling2D(k, name=name)(x)
+    if k & (k - 1):
+        raise LhpError(f"{name}: cannot split a {k}x{k} pool into 2x2 steps (not a power of two)")
+    step = 0
+    while k > 1:
+        dw = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False, trainable=False,
+                                          name=name if k == 2 else f"{name}_step{step}")
+        x = _fixed(dw, x, [np.full((2, 2, int(x.shape[-1]), 1), 0.25, np.float32)])
+        k //= 2
+        step += 1
+    return x
+
+
+def bilinear_taps(factor: int) -> np.ndarray:
+    """The 1-D taps that turn a nearest x``factor`` upsample into a half-pixel bilinear one."""
+    return np.r_[0.5, np.ones(factor - 1), 0.5] / factor
+
+
+def _nearest_along(x: Any, s: int, axis: int, name: str, keras: Any) -> Any:
+    """Repeat every row (axis 1) or column (axis 2) s times: CONCATENATION + RESHAPE, exact."""
+    from lhp_tf.model.ops import _steps
+
+    for k, f in enumerate(_steps(s)):
+        _, h, w, c = (int(d) for d in x.shape)
+        y = keras.layers.Concatenate(axis=axis + 1, name=f"{name}_cat{k}")([x] * f)
+        x = keras.layers.Reshape((h * f, w, c) if axis == 1 else (h, w * f, c), name=f"{name}_rep{k}")(y)
+    return x
+
+
+def _exact_bilinear(x: Any, s: int, name: str, keras: Any) -> Any:
+    """Half-pixel bilinear x s (even s) from rank-4 ops an NPU takes (see the module docstring).
+
+    Separable: rows first, on the narrow map, then columns, so the large intermediate is one
+    (sH, s(W+2)) map instead of an (s(H+2), s(W+2)) one.
+    """
+    _, h, w, c = (int(d) for d in x.shape)
+    crop = keras.layers.Cropping2D
+    taps = bilinear_taps(s).astype(np.float32)
+    x = keras.layers.Concatenate(axis=1, name=f"{name}_padh")(
+        [crop(((0, h - 1), (0, 0)), name=f"{name}_top")(x), x, crop(((h - 1, 0), (0, 0)), name=f"{name}_bottom")(x)])
+    x = _nearest_along(x, s, 1, f"{name}_rows", keras)
+    x = crop(((s // 2, s // 2), (0, 0)), name=f"{name}_croph")(x)
+    x = _fixed(keras.layers.DepthwiseConv2D((s + 1, 1), padding="valid", use_bias=False, trainable=False,
+                                            name=f"{name}_v"), x, [np.tile(taps[:, None, None, None], (1, 1, c, 1))])
+    x = keras.layers.Concatenate(axis=2, name=f"{name}_padw")(
+        [crop(((0, 0), (0, w - 1)), name=f"{name}_left")(x), x, crop(((0, 0), (w - 1, 0)), name=f"{name}_right")(x)])
+    x = _nearest_along(x, s, 2, f"{name}_cols", keras)
+    x = crop(((0, 0), (s // 2, s // 2)), name=f"{name}_cropw")(x)
+    return _fixed(keras.layers.DepthwiseConv2D((1, s + 1), padding="valid", use_bias=False, trainable=False,
+                                               name=name), x, [np.tile(taps[None, :, None, None], (1, 1, c, 1))])
+
+
+def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> Any:
+    """``model`` restructured for ``target`` ("xnnpack": CPU; "npu": Ethos-U class NPUs) and
+    ``quant`` ("float", "int8", "int16x8"); same function (float: within 1e-4 on heatmaps).
+
+    ``model`` must be a functional Keras model built by :mod:`lhp_tf.model` (batch 1), with
+    or without the heatmap activation. Trained layers are shared with ``model``.
+    """
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample
+
+    if target not in TARGETS:
+        raise LhpError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
+    stepped_pools = target == "npu" or quant != "float"
+
+    # SCAF paths in the paper's order (mean * w, then resize): decided on the original graph
+    resize_of: dict[str, Any] = {}
+    for layer in model.layers:
+        m = _SCAF_MUL.match(layer.name)
+        if not m or type(layer) is not keras.layers.Multiply:
+            continue
+        sources = [_producer(t) for t in layer._inbound_nodes[0].input_tensors]
+        means = [i for i, s in enumerate(sources) if isinstance(s, ChannelMean)]
+        if len(sources) != 2 or len(means) != 1:
+            continue  # already resize-first
+        names = {f"{m.group(1)}_up", f"{m.group(1)}_down"}
+        follow = [lay for lay in model.layers if lay.name in names]
+        if len(follow) != 1:
+            raise LhpError(f"{layer.name}: expected one resize layer after it ({' or '.join(sorted(names))})")
+        resize_of[layer.name] = (follow[0], means[0])
+    moved = {lay.name for lay, _ in resize_of.values()}
+
+    def resize(layer: Any, x: Any) -> Any:
+        k = _pool_factor(layer, keras)
+        if k is not None:
+            return _pool(x, k, layer.name, stepped_pools, keras)
+        return layer(x)
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        x = args[0]
+        if layer.name in resize_of:
+            follow, i = resize_of[layer.name]
+            return layer([resize(follow, x[i]), x[1 - i]])
+        if layer.name in moved:
+            return x  # applied before the multiply
+        if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= SHUFFLE_CONV_MAX_CHANNELS):
+            return _shuffle_conv(x, layer.groups, layer.name, keras)
+        if isinstance(layer, ChannelMean):
+            return _mean_conv(x, layer.name, keras)
+        if _pool_factor(layer, keras) is not None:
+            return resize(layer, x)
+        if (target == "npu" and type(layer) is keras.layers.UpSampling2D
+                and layer.interpolation == "bilinear"):
+            s = tuple(layer.size)
+            if s[0] != s[1] or s[0] % 2:
+                raise LhpError(f"{layer.name}: bilinear x{s} has no exact NPU form (even, square factors only)")
+            if s[0] > 2:
+                return _exact_bilinear(x, s[0], layer.name, keras)
+        if isinstance(layer, NearestUpsample):
+            return layer(x)
+        return layer(*args, **kwargs)
+
+    try:
+        return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+    except (ValueError, TypeError) as exc:
+        raise LhpError(f"deploy graph of {model.name}: {exc}") from exc

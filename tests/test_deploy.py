@@ -1,0 +1,136 @@
+"""The deploy graph computes the trained function and has the structure its target needs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from lhp_tf.converters.deploy import bilinear_taps, deploy_model, shuffle_permutation  # noqa: E402
+
+from lhp_tf.config import ModelConfig  # noqa: E402
+from lhp_tf.errors import LhpError  # noqa: E402
+from lhp_tf.model.network import build_model, with_heatmap_activation  # noqa: E402
+
+TINY = dict(arch="lhp-small", input_size=(64, 64), channels=(8, 16, 32, 64), stem_channels=16,
+            modules=(1, 1, 1), blocks=(1, 1, 1))
+
+
+def randomize(model, seed: int = 0) -> None:
+    """Weights with trained-like magnitudes (He-scaled convs, BN stats away from 0/1): the
+    initial std of 0.001 would make every activation nearly 0 and any rewrite look exact."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if type(layer).__name__ == "BatchNormalization":
+            g, b, mean, var = (w.shape for w in weights)
+            new = [rng.uniform(0.5, 1.5, g), rng.normal(0, 0.1, b), rng.normal(0, 0.2, mean), rng.uniform(0.5, 2, var)]
+        else:
+            new = []
+            for w in weights:
+                fan = np.prod(w.shape[:2]) if type(layer).__name__ == "DepthwiseConv2D" else np.prod(w.shape[:-1])
+                new.append(rng.normal(0, np.sqrt(2 / fan), w.shape) if w.ndim > 1 else rng.normal(0, 0.1, w.shape))
+        layer.set_weights([w.astype(np.float32) for w in new])
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["paper-order", "resize-first"])
+def trained(request):
+    model = build_model(ModelConfig(**TINY, scaf_resize_first=request.param), 98, batch_size=1)
+    randomize(model)
+    return model
+
+
+def _images(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(1).random((n, 64, 64, 3), dtype=np.float32)
+
+
+def test_permutation_and_taps() -> None:
+    np.testing.assert_array_equal(shuffle_permutation(6, 2), [0, 3, 1, 4, 2, 5])
+    np.testing.assert_allclose(bilinear_taps(4), [0.125, 0.25, 0.25, 0.25, 0.125])
+
+
+@pytest.mark.parametrize("target,quant", [("xnnpack", "float"), ("xnnpack", "int8"), ("npu", "int8")])
+def test_same_function_and_target_structure(trained, target: str, quant: str) -> None:
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.model.ops import ChannelMean, ChannelShuffle
+
+    deployed = deploy_model(trained, target, quant)
+    x = _images(1)
+    ref = np.asarray(trained(x, training=False))
+    got = np.asarray(deployed(x, training=False))
+    assert np.abs(ref).max() > 1.0  # real activations, not ~0
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    layers = deployed.layers
+    assert not [la for la in layers if isinstance(la, ChannelMean)]
+    # narrow shuffles became permutation convs, wide ones stay the (rank-4) layer
+    wide = [int(la.output.shape[-1]) for la in layers if isinstance(la, ChannelShuffle)]
+    assert wide == ([] if target == "npu" else [64])
+    pools = [la for la in layers if type(la) is keras.layers.AveragePooling2D]
+    strides = [max(la.strides) for la in layers if type(la) is keras.layers.DepthwiseConv2D]
+    if quant == "float" and target == "xnnpack":
+        assert pools and max(strides) == 2  # AVERAGE_POOL_2D kept in float; stride-2 depthwise of the backbone
+    else:
+        assert not pools and max(strides) == 2  # pools became 2x2 stride-2 depthwise steps
+    ups = [tuple(la.size) for la in layers if type(la) is keras.layers.UpSampling2D]
+    assert max(s[0] for s in ups) == (2 if target == "npu" else 8)
+    # SCAF resize-first: every path multiplies an already resized one-channel map
+    for la in layers:
+        if la.name.startswith("fusion_") and la.name.endswith("_mul"):
+            shapes = [tuple(t.shape) for t in la._inbound_nodes[0].input_tensors]
+            assert sorted(s[1] for s in shapes) == [1, int(la.output.shape[1])], (la.name, shapes)
+
+
+def test_shares_the_trained_weights(trained) -> None:
+    deployed = deploy_model(with_heatmap_activation(trained, "bce"), "npu", "int8")
+    assert deployed.get_layer("head_out0") is trained.get_layer("head_out0")
+    assert deployed.get_layer("head_sigmoid") is not None
+
+
+def test_bad_target(trained) -> None:
+    with pytest.raises(LhpError, match="--target 'gpu'"):
+        deploy_model(trained, "gpu")
+
+
+@pytest.mark.slow
+def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
+    """Float xnnpack form: fully delegated and equal to Keras; int8 npu form: Vela puts every op
+    on Ethos-U55, no rank > 4 and no float op."""
+    from lhp_tf.converters.tflite import (
+        make_converter,
+        quantize_full_integer,
+        representative_dataset,
+    )
+
+    from lhp_tf.npu_check import is_float_op, max_rank, run_vela, static_check
+    from lhp_tf.runtime import TFLiteModel, op_delegation
+    from lhp_tf.tflite_graph import read_graph
+
+    model = with_heatmap_activation(build_model(ModelConfig(**TINY), 98, batch_size=1), "bce")
+    randomize(model)
+    x = _images(1)
+    float_path = tmp_path / "float.tflite"
+    float_path.write_bytes(make_converter(deploy_model(model, "xnnpack", "float"), "float").convert())
+    assert max_rank(float_path) == 4
+    counts = op_delegation(float_path)
+    assert counts["delegated"] == counts["total"], counts
+    got = TFLiteModel(float_path).interpreter
+    got.set_tensor(got.get_input_details()[0]["index"], x)
+    got.invoke()
+    out = got.get_tensor(got.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, np.asarray(model(x, training=False)), atol=1e-4, rtol=0)
+
+    int8_path = tmp_path / "npu_int8.tflite"
+    rep = representative_dataset(list(_images(4)))
+    int8_path.write_bytes(quantize_full_integer(deploy_model(model, "npu", "int8"), rep))
+    assert max_rank(int8_path) == 4
+    assert static_check(int8_path) == []
+    graph = read_graph(int8_path)
+    assert not [op.op for op in graph.operators if is_float_op(graph, op)]
+    counts = op_delegation(int8_path)
+    assert counts["delegated"] == counts["total"], counts
+    report = run_vela(int8_path, "ethos-u55-256")
+    assert report.cpu_ops == 0, report.fallbacks

@@ -6,6 +6,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
+from lhp_tf.kinds import DEPLOY_TARGETS as TARGETS
 from lhp_tf.kinds import QUANT_MODES
 
 
@@ -19,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("tflite", "onnx", "saved_model"), default="tflite")
     p.add_argument("--quant", choices=QUANT_MODES, default=None,
                    help="TFLite quantisation (default: the recipe's export.quant; float without a recipe)")
+    p.add_argument("--target", choices=TARGETS, default="xnnpack",
+                   help="deploy graph for CPUs with XNNPACK (default) or Ethos-U class NPUs (every op "
+                        "in a form Vela places on the NPU); recorded in the metadata")
     p.add_argument("-o", "--output", required=True, help="output file (a folder for saved_model)")
     p.add_argument("--recipe", default=None, help="recipe (name or file) whose training images calibrate "
                                                   "int8; needed for checkpoints saved before models carried a spec")
@@ -39,6 +43,6 @@ def main(argv: Sequence[str]) -> int:
 
     out = export_checkpoint(args.checkpoint, args.output, to=args.to, quant=args.quant, recipe=args.recipe,
                             overrides=args.overrides, calib_samples=args.calib_samples, opset=args.opset,
-                            dynamic_batch=args.dynamic_batch)
+                            dynamic_batch=args.dynamic_batch, target=args.target)
     print(f"wrote {out}")
     return 0

@@ -100,8 +100,9 @@ from typing import Any
 import numpy as np
 
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import DEPLOY_TARGETS
 
-TARGETS = ("xnnpack", "npu")
+TARGETS = DEPLOY_TARGETS
 #: On CPUs narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4
 #: transpose; on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = 32

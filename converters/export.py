@@ -27,9 +27,10 @@ FORMATS = ("tflite", "onnx", "saved_model")
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], to: str = "tflite",
                       quant: str | None = None, recipe: str | os.PathLike[str] | None = None,
                       overrides: Sequence[str] = (), calib_samples: int | None = None,
-                      opset: int | None = None, dynamic_batch: bool = False) -> Path:
+                      opset: int | None = None, dynamic_batch: bool = False, target: str = "xnnpack") -> Path:
     """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``
-    (float when no recipe is at hand)."""
+    (float when no recipe is at hand). ``target`` picks the TFLite deploy graph's form
+    (:mod:`lhp_tf.converters.deploy`: ``xnnpack`` for CPUs, ``npu`` for Ethos-U class NPUs)."""
     if to not in FORMATS:
         raise LhpError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
     if to != "tflite" and quant not in (None, "float"):
@@ -41,7 +42,8 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     if to == "tflite" and dynamic_batch:
         raise LhpError("--dynamic-batch: TFLite exports use batch 1 (a dynamic batch breaks XNNPACK)")
     trained, spec = load_checkpoint(checkpoint, rec)
-    model = inference_model(trained, spec, batch_size=None if dynamic_batch else 1, where=str(checkpoint))
+    model = inference_model(trained, spec, batch_size=None if dynamic_batch else 1, where=str(checkpoint),
+                            target=target if to == "tflite" else None, quant=quant)
     out = Path(output)
     if to == "saved_model":
         from .saved_model import export_saved_model
@@ -60,5 +62,5 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
             raise LhpError(f"{checkpoint}: --quant {quant} calibrates on the training images, and no "
                            f"recipe names them (none beside the checkpoint): pass --recipe RECIPE")
         representative = representative_dataset(calibration_images(rec, calib_samples))
-    write_bytes(out, convert_tflite(model, spec, quant, representative, rec))
+    write_bytes(out, convert_tflite(model, spec, quant, representative, rec, extra_metadata={"target": target}))
     return out

@@ -41,14 +41,24 @@ def load_checkpoint(checkpoint: str | os.PathLike[str], recipe: Recipe | None = 
 
 
 def inference_model(trained: Any, spec: ModelSpec, batch_size: int | None = 1,
-                    where: str = "<model>") -> Any:
-    """``trained`` rebuilt at ``batch_size`` (None: dynamic) with the codec's heatmap activation."""
+                    where: str = "<model>", target: str | None = None, quant: str = "float") -> Any:
+    """``trained`` rebuilt at ``batch_size`` (None: dynamic) with the codec's heatmap activation.
+
+    With a ``target`` (``xnnpack`` or ``npu``, batch 1) it is the deploy graph that target runs
+    best for ``quant`` (:func:`lhp_tf.converters.deploy.deploy_model`: same function, rank-4,
+    NPU-clean ops); without one (ONNX, SavedModel) only the pools are rewritten.
+    """
     from lhp_tf.model.network import build_from_spec, with_activation
     from lhp_tf.model.weights import transfer_weights
 
     fixed = build_from_spec(spec.arch, batch_size=batch_size)
     transfer_weights(trained, fixed, where)
-    return xnnpack_friendly(with_activation(fixed, spec.codec.activation))
+    model = with_activation(fixed, spec.codec.activation)
+    if target is None:
+        return xnnpack_friendly(model)
+    from .deploy import deploy_model
+
+    return deploy_model(model, target, quant)
 
 
 def xnnpack_friendly(model: Any) -> Any:

@@ -24,6 +24,8 @@ ACTIVATION = {"bce": "sigmoid", "mse": "none"}
 DECODERS = ("dark", "argmax")
 #: .tflite quantisation modes
 QUANT_MODES = ("float", "int8", "int16x8")
+#: deploy-graph forms of ``lhp convert --target`` (``lhp_tf.converters.deploy``)
+DEPLOY_TARGETS = ("xnnpack", "npu")
 #: how int8 activation ranges are chosen (``lhp_tf.converters.range_calibration``)
 CALIBRATIONS = ("minmax", "mse")
 #: ``train.distribute`` strategies (``lhp_tf.distribute``)

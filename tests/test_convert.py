@@ -57,7 +57,7 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
     rec = find_recipe(run)
     for quant, path in converted.items():
         meta = read_metadata(path)
-        assert meta["quant"] == quant
+        assert meta["quant"] == quant and meta["target"] == "xnnpack"
         assert meta["recipe_hash"] == rec.hash()
         spec = ModelSpec.from_dict(meta["spec"])
         assert spec == ModelSpec.from_recipe(rec)

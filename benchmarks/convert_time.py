@@ -25,13 +25,14 @@ TARGET_S = {"int8": 30.0}
 
 def _untrained_run(tmp: Path) -> Path:
     from lhp_tf.config import dump_recipe, load_recipe
-    from lhp_tf.model.network import build_model
+    from lhp_tf.model.network import LandmarkNet
+    from lhp_tf.spec import ModelSpec
 
     recipe = load_recipe(REPO / "recipes" / "synthetic-300w.yaml",
                          ["model.arch=lhp-small", f"data.cache_dir={tmp / 'cache'}", "data.synthetic.num=64"])
     run = tmp / "lhp-small"
     run.mkdir()
-    build_model(recipe.model, recipe.num_landmarks).save(run / "best.keras")
+    LandmarkNet(ModelSpec.from_recipe(recipe)).save(run / "best.keras")
     (run / "recipe.yaml").write_text(dump_recipe(recipe))
     return run / "best.keras"
 

@@ -97,7 +97,8 @@ def _models(arch: str, checkpoint: str | None, tmp: Path) -> tuple[dict[str, Pat
     from lhp_tf.converters.export import export_checkpoint
 
     from lhp_tf.config import dump_recipe, load_recipe
-    from lhp_tf.model.network import build_model
+    from lhp_tf.model.network import LandmarkNet
+    from lhp_tf.spec import ModelSpec
 
     if checkpoint is None:
         recipe = load_recipe(REPO / "recipes" / "synthetic-300w.yaml",
@@ -105,7 +106,7 @@ def _models(arch: str, checkpoint: str | None, tmp: Path) -> tuple[dict[str, Pat
                               "data.synthetic.num=64", "export.calib_samples=32"])
         run = tmp / arch
         run.mkdir()
-        build_model(recipe.model, recipe.num_landmarks).save(run / "best.keras")
+        LandmarkNet(ModelSpec.from_recipe(recipe)).save(run / "best.keras")
         (run / "recipe.yaml").write_text(dump_recipe(recipe))
         checkpoint = str(run / "best.keras")
         source = "freshly built, UNTRAINED weights (latency does not depend on their values)"

@@ -23,8 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lhp_tf.kinds import DATASET_FORMATS
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--format", choices=["300w", "wflw"], default="300w")
+    ap.add_argument("--format", choices=DATASET_FORMATS, default="300w")
     ap.add_argument("--num", type=int, default=512, help="synthetic images (256 px)")
     ap.add_argument("--arch", default="lhp-large")
     ap.add_argument("--batch", type=int, default=64)

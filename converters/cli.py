@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from lhp_tf.kinds import DEPLOY_TARGETS as TARGETS
 from lhp_tf.kinds import QUANT_MODES
 
+from .deploy import DEFAULT_TARGET
+from .export import FORMATS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -17,10 +20,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "model spec; the recipe (recipe.yaml in its run folder, or --recipe) names the "
                     "calibration images for int8 and int16x8.")
     p.add_argument("checkpoint", help="trained model, e.g. runs/x/best.keras")
-    p.add_argument("--to", choices=("tflite", "onnx", "saved_model"), default="tflite")
+    p.add_argument("--to", choices=FORMATS, default="tflite")
     p.add_argument("--quant", choices=QUANT_MODES, default=None,
                    help="TFLite quantisation (default: the recipe's export.quant; float without a recipe)")
-    p.add_argument("--target", choices=TARGETS, default="xnnpack",
+    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                    help="deploy graph for CPUs with XNNPACK (default) or Ethos-U class NPUs (every op "
                         "in a form Vela places on the NPU); recorded in the metadata")
     p.add_argument("-o", "--output", required=True, help="output file (a folder for saved_model)")

@@ -103,6 +103,8 @@ from lhp_tf.errors import LhpError
 from lhp_tf.kinds import DEPLOY_TARGETS
 
 TARGETS = DEPLOY_TARGETS
+#: what `lhp convert` and the quantisation tools build unless told otherwise: the CPU form
+DEFAULT_TARGET = "xnnpack"
 #: On CPUs narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4
 #: transpose; on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = 32

@@ -17,6 +17,7 @@ from pathlib import Path
 from lhp_tf.errors import LhpError
 from lhp_tf.kinds import QUANT_MODES
 
+from .deploy import DEFAULT_TARGET
 from .inference_model import inference_model, load_checkpoint
 from .run_folder import find_recipe
 from .tflite import convert_tflite, representative_dataset, write_bytes
@@ -27,7 +28,7 @@ FORMATS = ("tflite", "onnx", "saved_model")
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], to: str = "tflite",
                       quant: str | None = None, recipe: str | os.PathLike[str] | None = None,
                       overrides: Sequence[str] = (), calib_samples: int | None = None,
-                      opset: int | None = None, dynamic_batch: bool = False, target: str = "xnnpack") -> Path:
+                      opset: int | None = None, dynamic_batch: bool = False, target: str = DEFAULT_TARGET) -> Path:
     """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``
     (float when no recipe is at hand). ``target`` picks the TFLite deploy graph's form
     (:mod:`lhp_tf.converters.deploy`: ``xnnpack`` for CPUs, ``npu`` for Ethos-U class NPUs)."""

@@ -66,7 +66,15 @@ class HeatmapCodec:
     dark_kernel: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+        size = self.input_size
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v) for v in size)):
+            raise LhpError(f"codec: input_size must be two integers (H, W), got {size!r}")
+        object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        for key in ("stride", "dark_kernel"):
+            if not _is_int(getattr(self, key)):
+                raise LhpError(f"codec: {key} must be an integer, got {getattr(self, key)!r}")
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, (int, float)):
+            raise LhpError(f"codec: sigma must be a number, got {self.sigma!r}")
         h, w = self.input_size
         if self.stride < 1 or h % self.stride or w % self.stride:
             raise LhpError(f"codec: input size {h}x{w} is not a multiple of the heatmap stride {self.stride}")
@@ -131,6 +139,8 @@ class HeatmapCodec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "codec") -> HeatmapCodec:
+        if not isinstance(data, Mapping):
+            raise LhpError(f"{where}: expected a mapping of codec fields, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -138,8 +148,14 @@ class HeatmapCodec:
                            "(written by a newer lhp-tf?)")
         try:
             return cls(**{k: (tuple(v) if k == "input_size" else v) for k, v in data.items()})
+        except LhpError as exc:
+            raise LhpError(f"{where}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise LhpError(f"{where}: invalid codec ({exc})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 #: heatmaps of a batch of crops: ``run(crops (N, H, W, 3)) -> (N, h, w, K)``

@@ -42,8 +42,8 @@ Distribute = Literal[kinds.DISTRIBUTE_KINDS]  # type: ignore[valid-type]
 OnError = Literal[kinds.ON_ERROR]  # type: ignore[valid-type]
 Optimizer = Literal[kinds.OPTIMIZERS]  # type: ignore[valid-type]
 
-#: Landmark count implied by each dataset format.
-NUM_LANDMARKS: dict[str, int] = {"300w": 68, "wflw": 98}
+#: Landmark count implied by each dataset format (re-exported from lhp_tf.kinds).
+NUM_LANDMARKS = kinds.NUM_LANDMARKS
 
 
 class RecipeError(LhpError, ValueError):
@@ -456,7 +456,7 @@ def _check_consistency(recipe: Recipe, origin: _Origin, source: str) -> None:
 #: (``low < value`` when ``low_open``), None for no bound; list keys bound each item. A value
 #: outside wastes a run (a zero sigma trains on a zero loss, val_every 0 divides by zero after
 #: the first epoch, a negative steps_per_epoch never ends an epoch), so it is refused before
-#: TensorFlow starts. tests/test_config.py checks that every numeric key is listed here.
+#: TensorFlow starts. tests/test_recipe_ranges.py checks that every numeric key is listed here.
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.synthetic.num": (1, None, False),
     "data.synthetic.seed": (0, None, False),

@@ -28,6 +28,7 @@ import numpy as np
 
 from lhp_tf.config import recipe_file
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import DATASET_FORMATS
 
 #: Synthetic demo schedules. ``default`` finishes in under 15 minutes on a 2-core CPU, ``quick``
 #: (CI) in a few; neither is meant to reach the paper's accuracy, only to exercise every step
@@ -336,7 +337,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="recipe to train, a name or a file (default: synthetic-300w, "
                                     "or FORMAT-small with --data-root)")
     p.add_argument("--data-root", help="a real 300W or WFLW folder instead of synthetic faces")
-    p.add_argument("--format", choices=("300w", "wflw"), default="300w", help="format of --data-root")
+    p.add_argument("--format", choices=DATASET_FORMATS, default="300w", help="format of --data-root")
     p.add_argument("--epochs", type=int, help="training epochs (learning-rate steps scale along)")
     p.add_argument("--photo", help="a photo to put landmarks on at the end (default: the "
                                    "packaged public-domain portrait)")

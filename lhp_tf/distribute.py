@@ -208,7 +208,7 @@ def make_strategy(kind: str, cluster: Cluster | None = None) -> Any:
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def is_chief(kind: str = "multi_worker") -> bool:
+def is_chief(kind: str) -> bool:
     """Whether this process writes the run folder (the chief, worker 0, or the only process)."""
     return cluster_for(kind).chief
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 #: landmark schemes of the two datasets the paper evaluates on (iBUG-68 and WFLW-98)
 DATASET_FORMATS = ("300w", "wflw")
+#: landmark count of each scheme
+NUM_LANDMARKS = {"300w": 68, "wflw": 98}
 #: fusion blocks between branches: Lite-HRNet's pointwise paths, Table 2a's alternatives, SCAF
 FUSION_KINDS = ("pointwise", "bottleneck", "group", "scaf")
 #: output heads: HRNetV1 (highest branch), HRNetV2 (all branches concatenated), multi-resolution
@@ -20,6 +22,11 @@ HEAD_KINDS = ("v1", "v2", "mr")
 LOSSES = ("bce", "mse")
 #: what an exported model applies to its heatmap logits, per training loss
 ACTIVATION = {"bce": "sigmoid", "mse": "none"}
+
+
+def loss_for(activation: str) -> str:
+    """The training loss behind a heatmap activation (the inverse of :data:`ACTIVATION`)."""
+    return {a: loss for loss, a in ACTIVATION.items()}[activation]
 #: heatmap -> coordinate decoders (``lhp_tf.codec``)
 DECODERS = ("dark", "argmax")
 #: .tflite quantisation modes

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-LOSSES = ("bce", "mse")
+from lhp_tf.kinds import LOSSES
 
 
 def _per_landmark(kind: str, target: Any, logits: Any) -> Any:

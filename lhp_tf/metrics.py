@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from lhp_tf.kinds import NUM_LANDMARKS
+
 #: 0-based indices of the outer eye corners per annotation format
 OUTER_EYE_CORNERS: dict[str, tuple[int, int]] = {"300w": (36, 45), "wflw": (60, 72)}
 
 #: landmarks per annotation format, to catch a bundle paired with the wrong format
-NUM_LANDMARKS: dict[str, int] = {"300w": 68, "wflw": 98}
 
 
 def interocular(landmarks: np.ndarray, fmt: str) -> np.ndarray:

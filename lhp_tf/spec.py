@@ -36,8 +36,9 @@ class ModelSpec:
     """The resolved architecture, the heatmap codec, the landmark scheme and the crop rule.
 
     ``dataset_format`` names the landmark scheme (``300w``: iBUG-68, ``wflw``: WFLW-98);
-    ``flip_permutation`` maps landmark i of a mirrored face to its original (None for a custom
-    scheme without a flip table); ``box_scale`` enlarges the face box into the crop.
+    ``flip_permutation`` maps landmark i of a mirrored face to its original (None only for a
+    scheme without a flip table, which recipes do not allow today: ``model.num_landmarks`` must
+    match the format); ``box_scale`` enlarges the face box into the crop.
     """
 
     arch: ArchSpec
@@ -113,7 +114,7 @@ class ModelSpec:
                        dataset_format=str(data["dataset_format"]),
                        flip_permutation=None if perm is None else tuple(int(v) for v in perm),
                        box_scale=float(data["box_scale"]))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
             raise LhpError(f"{where}: invalid model spec ({exc})") from None
 
     def differences(self, other: ModelSpec) -> list[str]:

@@ -260,11 +260,19 @@ def _train(recipe: Recipe, workdir: Path, resume: bool, log: Callable[[str], Non
             per_face = np.zeros(0)
             skipped = 0
             if shard:
-                p = predict(eval_model, spec, recipe, shard, infer=infer)
-                per_face = nme(p.pred, p.truth, p.norm).astype(np.float64)
-                skipped = int((~p.keep).sum()) if p.keep is not None else 0
+                try:
+                    p = predict(eval_model, spec, recipe, shard, infer=infer)
+                    per_face = nme(p.pred, p.truth, p.norm).astype(np.float64)
+                    skipped = int((~p.keep).sum()) if p.keep is not None else 0
+                except LhpError:
+                    if cluster.workers < 2:
+                        raise
+                    skipped = len(shard)  # none readable here; the peers still wait for our sums
             total, faces, skipped = sum_over_workers(strategy, cluster,
                                                      np.array([per_face.sum(), per_face.size, skipped]))
+            if faces == 0:
+                raise LhpError(f"{recipe.source or recipe.name}: none of the validation faces of "
+                               f"{recipe.data.val_split!r} could be read on any worker")
             row["val_nme"] = 100.0 * float(total / faces)
             if skipped:  # data.on_error: skip
                 row["val_skipped"] = int(skipped)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lhp_tf.converters.deploy import DEFAULT_TARGET as DEPLOY_TARGET
 
 from lhp_tf.errors import LhpError
 
@@ -63,7 +64,10 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
     rec = find_recipe(checkpoint, recipe, overrides)
     bundle = load_bundle(data)
     trained, spec = load_checkpoint(checkpoint, rec)
-    model = inference_model(trained, spec, where=str(checkpoint))
+    # the deploy graphs `lhp convert` writes (float and int8 forms differ in their pools)
+    model = inference_model(trained, spec, where=str(checkpoint), target=DEPLOY_TARGET, quant="int8")
+    float_model = inference_model(trained, spec, where=str(checkpoint), target=DEPLOY_TARGET, quant="float")
+    target = {"target": DEPLOY_TARGET}
     calib = calibration_images(rec, calib_samples)
     representative = representative_dataset(calib)
     rng = np.random.default_rng(0)
@@ -74,7 +78,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
     with tempfile.TemporaryDirectory(prefix="lhp_drift_") as tmp:
         out = Path(save_dir) if save_dir is not None else Path(tmp)
         float_path = out / "float.tflite"
-        write_bytes(float_path, convert_tflite(model, spec, "float", recipe=rec))
+        write_bytes(float_path, convert_tflite(float_model, spec, "float", recipe=rec, extra_metadata=target))
         kept: list[str] = []
         if (keep_float or denylist) and int8_model is None:
             data_bytes, kept, errors = selective_int8(model, spec, rec, representative, debug_images, keep_float, denylist)
@@ -85,7 +89,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
                 int8_path = Path(int8_model)
             else:
                 int8_path = out / "int8.tflite"
-                write_bytes(int8_path, convert_tflite(model, spec, "int8", representative, rec))
+                write_bytes(int8_path, convert_tflite(model, spec, "int8", representative, rec, extra_metadata=target))
             errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration),
                                   names)
         decoder = rec.eval.decoder

@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lhp_tf.converters.deploy import DEFAULT_TARGET as DEPLOY_TARGET
+
 
 def post_training_int8(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
                        recipe: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
@@ -26,7 +28,7 @@ def post_training_int8(checkpoint: str | os.PathLike[str], output: str | os.Path
         return out, []
     rec = find_recipe(checkpoint, recipe, overrides)
     trained, spec = load_checkpoint(checkpoint, rec)
-    model = inference_model(trained, spec, where=str(checkpoint))
+    model = inference_model(trained, spec, where=str(checkpoint), target=DEPLOY_TARGET, quant="int8")
     calib = calibration_images(rec, calib_samples)
     data, kept, _ = selective_int8(model, spec, rec, representative_dataset(calib), calib[:debug_samples],
                                    keep_float, denylist)

@@ -15,6 +15,7 @@ its own: int8 LOGISTIC has a fixed output scale (1/256).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError, run_main
+from lhp_tf.kinds import loss_for
 
 
 def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], epochs: int,
@@ -43,6 +45,9 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         raise LhpError(f"--epochs {epochs}: must be > 0")
     rec = find_recipe(checkpoint, recipe, overrides)
     trained, spec = load_checkpoint(checkpoint, rec)
+    # fine-tune on the targets and loss the checkpoint was trained with, whatever the recipe says
+    rec = dataclasses.replace(rec, data=dataclasses.replace(rec.data, heatmap_sigma=spec.codec.sigma),
+                              train=dataclasses.replace(rec.train, loss=loss_for(spec.codec.activation)))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lhp_qat_", dir=out.parent) as tmp:

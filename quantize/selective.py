@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from lhp_tf.converters.deploy import DEFAULT_TARGET as DEPLOY_TARGET
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
@@ -60,4 +61,5 @@ def selective_int8(model: Any, spec: ModelSpec, recipe: Recipe, representative: 
     meta = metadata_for(spec, "int8", recipe)
     meta["float_layers"] = keep
     meta["calibration"] = recipe.export.calibration
+    meta["target"] = DEPLOY_TARGET
     return embed_metadata(data, meta), keep, errors

@@ -35,7 +35,7 @@ def names() -> list[str]:
 def path_of(name: str) -> Path | None:
     """The packaged file of recipe ``name`` (with or without ``.yaml``), or None."""
     stem = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else name
-    if not stem or stem.startswith(("/", ".")) or "\\" in stem:
+    if not stem or stem.startswith("/") or "\\" in stem or ".." in stem.split("/"):
         return None
     candidate = folder() / f"{stem}{SUFFIX}"
     return candidate if candidate.is_file() else None

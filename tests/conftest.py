@@ -11,8 +11,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+sys.path.insert(0, str(REPO / "tools"))
+from arm_board import PACKAGE_SOURCES, RUNTIMES  # noqa: E402  (one list for x86 and ARM boards)
+
 #: what a typical ARM board image carries: tflite-runtime 2.14 only imports with numpy < 2
-BOARD_REQUIREMENTS = ("numpy<2", "tflite-runtime==2.14.0")
+BOARD_REQUIREMENTS = RUNTIMES["tflite-runtime"]
 
 
 def _pip(python: Path, *args: str) -> None:
@@ -22,8 +25,6 @@ def _pip(python: Path, *args: str) -> None:
         pytest.fail(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
-#: what a source install of lhp-tf reads (setup.cfg maps converters/ and quantize/ into lhp_tf)
-PACKAGE_SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "lhp_tf", "converters", "quantize", "recipes")
 
 
 @pytest.fixture(scope="session")

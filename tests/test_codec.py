@@ -122,3 +122,32 @@ def test_pipeline_draws_the_codec_targets():
     codec = HeatmapCodec(input_size=(96, 64), sigma=1.75)
     pts = np.random.default_rng(2).uniform(0, 60, size=(3, 5, 2)).astype(np.float32)
     np.testing.assert_allclose(heatmaps(tf.constant(pts), codec).numpy(), codec.encode(pts), atol=1e-5)
+
+
+def test_damaged_spec_metadata_raises_only_lhp_error():
+    """Every field of a packaged spec replaced by values of the wrong kind: one clear error each."""
+    good = ModelSpec.from_recipe(load_recipe("synthetic-300w")).to_dict()
+    junk = [None, [], {}, [96], "x", 3.5, -1, True, [1, 2, 3], {"a": 1}]
+
+    def paths(d: dict, prefix: tuple = ()) -> list[tuple]:
+        out = []
+        for k, v in d.items():
+            out.append((*prefix, k))
+            if isinstance(v, dict):
+                out += paths(v, (*prefix, k))
+        return out
+
+    tried = 0
+    for path in paths(good):
+        for value in junk:
+            data = json.loads(json.dumps(good))
+            node = data
+            for k in path[:-1]:
+                node = node[k]
+            node[path[-1]] = value
+            try:
+                ModelSpec.from_dict(data)
+            except LhpError:
+                pass
+            tried += 1
+    assert tried > 200

@@ -61,8 +61,9 @@ RUNTIMES = {
     # tflite-runtime 2.14 fails to import with numpy>=2
     "tflite-runtime": ("numpy<2", "tflite-runtime==2.14.0"),
 }
-#: what a source install of lhp-tf reads (setup.cfg maps converters/ and quantize/ into lhp_tf)
-PACKAGE_SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "lhp_tf", "converters", "quantize")
+#: what a source install of lhp-tf reads (setup.cfg maps converters/, quantize/ and recipes/ into
+#: lhp_tf); tests/conftest.py builds the x86 board venv and the wheel from the same list
+PACKAGE_SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "lhp_tf", "converters", "quantize", "recipes")
 
 #: /proc/cpuinfo of a Cortex-A72 as Linux prints it (one block per processor)
 CPUINFO_BLOCK = """processor\t: {index}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import DATASET_FORMATS
 
 
 def _recipe(args: argparse.Namespace):
@@ -73,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("check", help="validate a dataset root: samples and problems per split")
-    p.add_argument("--format", choices=["300w", "wflw"], required=True)
+    p.add_argument("--format", choices=DATASET_FORMATS, required=True)
     p.add_argument("--root", required=True, help="dataset folder (300W tree, or WFLW_annotations + WFLW_images)")
     p.add_argument("--csv-dir", help="300W only: folder of HRNet-Facial face_landmarks_300w_*.csv lists")
     p.add_argument("--json", action="store_true", help="machine-readable report")
@@ -81,7 +82,7 @@ def main(argv: Sequence[str]) -> int:
     p.set_defaults(fn=_cmd_check)
 
     p = sub.add_parser("synth", help="write synthetic faces in the real 300W / WFLW layout")
-    p.add_argument("--format", choices=["300w", "wflw"], required=True)
+    p.add_argument("--format", choices=DATASET_FORMATS, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--num", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lhp_tf.errors import LhpError
+from lhp_tf.kinds import FUSION_KINDS, HEAD_KINDS
 from lhp_tf.model.presets import BLOCK_TYPES
 
 
@@ -191,8 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="preset name instead of a recipe, e.g. lite-hrnet-18")
     p.add_argument("--input-size", help="HxW, e.g. 256x192 (default: recipe's, or 96x96)")
     p.add_argument("--num-landmarks", type=int, help="K (default: recipe's, or 98)")
-    p.add_argument("--fusion", choices=("pointwise", "bottleneck", "group", "scaf"))
-    p.add_argument("--head", choices=("v1", "v2", "mr"))
+    p.add_argument("--fusion", choices=FUSION_KINDS)
+    p.add_argument("--head", choices=HEAD_KINDS)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
 

@@ -137,8 +137,9 @@ def load_trained(path: str | os.PathLike[str], recipe: Any = None) -> tuple[Any,
     """A trained checkpoint and its :class:`lhp_tf.spec.ModelSpec`: ``(model, spec)``.
 
     The spec comes from the checkpoint. ``recipe`` (the one beside it, or one the user names)
-    only stands in for checkpoints saved before models carried their spec, and is checked to
-    describe the same landmarks, since its data will be fed to the model.
+    only stands in for checkpoints saved before models carried their spec. Its data will be fed
+    to the model (evaluation, calibration, QAT), so it must describe the same landmarks and
+    crop them the same way (input size, box scale); anything else in it is the data's business.
     """
     from lhp_tf.spec import ModelSpec
 
@@ -153,6 +154,14 @@ def load_trained(path: str | os.PathLike[str], recipe: Any = None) -> tuple[Any,
         raise LhpError(f"{path}: the checkpoint predicts {spec.num_landmarks} landmarks but the recipe "
                        f"{recipe.source or recipe.name} describes {recipe.num_landmarks} "
                        f"({recipe.data.format}): wrong checkpoint or wrong recipe")
+    if recipe is not None:
+        theirs = ModelSpec.from_recipe(recipe)
+        for field, mine, other in (("model.input_size", spec.input_size, theirs.input_size),
+                                   ("data.box_scale", spec.box_scale, theirs.box_scale)):
+            if mine != other:
+                raise LhpError(f"{path}: the checkpoint was trained with {field} {mine}, the recipe "
+                               f"{recipe.source or recipe.name} crops with {other}: its data would not "
+                               f"match the model (--set {field}=... or the run's own recipe)")
     return model, spec
 
 

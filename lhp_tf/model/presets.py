@@ -99,6 +99,8 @@ class ArchSpec(Layout):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "arch") -> ArchSpec:
         """The inverse of :meth:`to_dict`, validated (:func:`validate`)."""
+        if not isinstance(data, Mapping):
+            raise LhpError(f"{where}: expected a mapping of architecture fields, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
@@ -106,9 +108,9 @@ class ArchSpec(Layout):
                            "(written by a newer lhp-tf?)")
         try:
             spec = cls(**{k: (tuple(int(x) for x in v) if isinstance(v, list) else v) for k, v in data.items()})
-        except (TypeError, ValueError) as exc:
+            validate(spec)
+        except (TypeError, ValueError, IndexError) as exc:
             raise LhpError(f"{where}: invalid architecture ({exc})") from None
-        validate(spec)
         return spec
 
 

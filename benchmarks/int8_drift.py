@@ -1,18 +1,22 @@
-"""Int8 accuracy drift of trained checkpoints: post-training int8, QAT, and a float control.
+"""Int8 accuracy drift of trained checkpoints: post-training int8 (min/max, MSE, mixed int16),
+QAT with a float control, and the latency of every int8 variant.
 
 For each run folder (a trained checkpoint ``best.keras`` with its ``recipe.yaml``), on the
 held-out ``--split`` of its recipe's data, through the board's runtime and metric:
 
 1. ``lhp quantize drift``: float .tflite NME, post-training int8 NME and drift, with min/max
-   and with MSE-optimal activation ranges (``export.calibration``);
+   and with MSE-optimal activation ranges (``export.calibration``), and with ``--int16 auto``
+   (the fewest int16 ops that bring drift within budget on training faces; which ones);
 2. ``lhp quantize qat --epochs E``: the QAT int8 NME, drift against the float checkpoint;
 3. a float control: the same checkpoint trained E more epochs in float (``lhp train --resume``
    on a copy of the run, at the rate the schedule ended with, which is also QAT's default),
-   so that what QAT gains by training longer is not mistaken for quantisation robustness.
+   so that what QAT gains by training longer is not mistaken for quantisation robustness;
+4. latency: float, each PTQ variant and QAT, 1 thread, rounds interleaved in one process
+   (p10 and p50, and each one's ratio to float).
 
-    python benchmarks/int8_drift.py runs/ablation/small-mse-scaf runs/synthetic-300w-large [--qat-epochs 3]
+    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 3]
 
-Budget (issue 5): drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
+Budget: drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
 Everything is written under ``RUN/int8_drift/``; a step whose output exists is not redone.
 """
 
@@ -60,13 +64,14 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
               "-o", str(bundle)], log)
     calib = ["--calib-samples", str(calib_samples)] if calib_samples else []
     ptq = {}
-    for ranges in ("minmax", "mse"):
-        report = out / f"ptq_{ranges}.json"
+    for variant, extra in (("minmax", ["--set", "export.calibration=minmax"]),
+                           ("mse", ["--set", "export.calibration=mse"]),
+                           ("auto", ["--int16", "auto"])):
+        report = out / f"ptq_{variant}.json"
         if not report.is_file():
             _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(ckpt), "--data", str(bundle),
-                  "--set", f"export.calibration={ranges}", "--save-dir", str(out / f"ptq_{ranges}"),
-                  "--report", str(report), *calib], log)
-        ptq[ranges] = json.loads(report.read_text())
+                  *extra, "--save-dir", str(out / f"ptq_{variant}"), "--report", str(report), *calib], log)
+        ptq[variant] = json.loads(report.read_text())
     float_model = out / "ptq_mse" / "float.tflite"
 
     qat_model = out / f"qat{qat_epochs}.tflite"
@@ -88,6 +93,11 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
         _run([sys.executable, "-m", "lhp_tf.cli", "convert", str(control / "last.keras"), "--quant", "float",
               "-o", str(control_model)], log)
     ctl = _bench(control_model, bundle, float_model, log)
+    models = {"float": float_model, "minmax": out / "ptq_minmax" / "int8.tflite",
+              "mse": out / "ptq_mse" / "int8.tflite",
+              "auto": out / "ptq_auto" / "int8_mixed.tflite",
+              "qat": qat_model}
+    latency = interleaved_latency(models)
 
     f = ptq["mse"]["float_nme"]
     return {
@@ -95,9 +105,33 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
         "float_nme": f, "budget": tolerance(f),
         "minmax_int8_nme": ptq["minmax"]["int8_nme"], "minmax_drift": ptq["minmax"]["drift_points"],
         "mse_int8_nme": ptq["mse"]["int8_nme"], "mse_drift": ptq["mse"]["drift_points"],
+        "auto_int8_nme": ptq["auto"]["int8_nme"], "auto_drift": ptq["auto"]["drift_points"],
+        "auto_int16_ops": ptq["auto"]["int16_ops"], "auto_calibration": ptq["auto"]["calibration"],
+        "latency_ms": latency,
         "qat_epochs": qat_epochs, "qat_int8_nme": qat["nme"], "qat_drift": qat["nme"] - f,
         "control_float_nme": ctl["nme"], "qat_vs_control": qat["nme"] - ctl["nme"],
     }
+
+
+def interleaved_latency(models: dict[str, Path], rounds: int = 200) -> dict[str, dict[str, float]]:
+    """p10/p50 ms of each model, 1 thread, one invoke of each per round (noise hits all alike)."""
+    import time
+
+    import numpy as np
+
+    from lhp_tf.runtime import TFLiteModel
+
+    loaded = {name: TFLiteModel(path, num_threads=1) for name, path in models.items()}
+    inputs = {name: m.prepare(np.full((*m.input_size, 3), 128, np.uint8)) for name, m in loaded.items()}
+    times: dict[str, list[float]] = {name: [] for name in loaded}
+    for r in range(rounds + 10):
+        for name, m in loaded.items():
+            t = time.perf_counter()
+            m.invoke_prepared(inputs[name])
+            if r >= 10:
+                times[name].append(1e3 * (time.perf_counter() - t))
+    return {name: {"p10": float(np.percentile(v, 10)), "p50": float(np.percentile(v, 50))}
+            for name, v in times.items()}
 
 
 def main() -> None:
@@ -112,16 +146,25 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'run':<34} {'arch':<10} {'float':>6} {'budget':>6} | {'minmax':>6} {'drift':>7} | "
-          f"{'mse':>6} {'drift':>7} | {'QAT':>6} {'drift':>7} | {'float+E':>7} {'QAT-it':>7}")
+    print("| run | arch | float | budget | PTQ min/max | PTQ MSE | PTQ mixed int16 (auto) | QAT | float + E | QAT - float+E |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"{r['run']:<34} {r['arch']:<10} {r['float_nme']:6.3f} {r['budget']:6.3f} | "
-              f"{r['minmax_int8_nme']:6.3f} {r['minmax_drift']:+7.3f} | {r['mse_int8_nme']:6.3f} {r['mse_drift']:+7.3f} | "
-              f"{r['qat_int8_nme']:6.3f} {r['qat_drift']:+7.3f} | "
-              f"{r['control_float_nme']:7.3f} {r['qat_vs_control']:+7.3f}")
-    print(f"NME % on the held-out split. minmax / mse: post-training int8 with min/max or MSE-optimal "
-          f"ranges. QAT and float+E both train {args.qat_epochs} more epochs from the checkpoint; "
-          "QAT-it = QAT int8 minus that float control.")
+        n16 = len(r["auto_int16_ops"])
+        print(f"| {r['run']} | {r['arch']} | {r['float_nme']:.3f} | {r['budget']:.3f} | "
+              f"{r['minmax_int8_nme']:.3f} ({r['minmax_drift']:+.3f}) | {r['mse_int8_nme']:.3f} ({r['mse_drift']:+.3f}) | "
+              f"{r['auto_int8_nme']:.3f} ({r['auto_drift']:+.3f}, {n16} ops, {r['auto_calibration']}) | "
+              f"{r['qat_int8_nme']:.3f} ({r['qat_drift']:+.3f}) | {r['control_float_nme']:.3f} | {r['qat_vs_control']:+.3f} |")
+    print(f"NME % on the held-out split; (drift vs float). QAT and float+E both train {args.qat_epochs} more epochs "
+          "from the checkpoint.")
+    print("\n| run | " + " | ".join(f"{k} p10/p50 ms (x float)" for k in rows[0]["latency_ms"]) + " |")
+    print("|---|" + "---|" * len(rows[0]["latency_ms"]))
+    for r in rows:
+        lat = r["latency_ms"]
+        print(f"| {r['run']} | " + " | ".join(f"{v['p10']:.2f}/{v['p50']:.2f} ({v['p50'] / lat['float']['p50']:.2f}x)"
+                                             for v in lat.values()) + " |")
+    for r in rows:
+        if r["auto_int16_ops"]:
+            print(f"{r['run']}: int16 ops: {', '.join(r['auto_int16_ops'])}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                    help="deploy graph for CPUs with XNNPACK (default) or Ethos-U class NPUs (every op "
                         "in a form Vela places on the NPU); recorded in the metadata")
+    p.add_argument("--int16", default="", metavar="SELECTOR,...",
+                   help="int8 ops that keep int16 activations (int8 weights): 'auto' (the fewest that bring "
+                        "drift within budget), an op type (LOGISTIC), TYPE@REGEX or @REGEX on tensor names; "
+                        "default none: XNNPACK runs no int16 op")
     p.add_argument("-o", "--output", required=True, help="output file (a folder for saved_model)")
     p.add_argument("--recipe", default=None, help="recipe (name or file) whose training images calibrate "
                                                   "int8; needed for checkpoints saved before models carried a spec")
@@ -46,6 +50,7 @@ def main(argv: Sequence[str]) -> int:
 
     out = export_checkpoint(args.checkpoint, args.output, to=args.to, quant=args.quant, recipe=args.recipe,
                             overrides=args.overrides, calib_samples=args.calib_samples, opset=args.opset,
-                            dynamic_batch=args.dynamic_batch, target=args.target)
+                            dynamic_batch=args.dynamic_batch, target=args.target,
+                            int16=[x.strip() for x in args.int16.split(",") if x.strip()])
     print(f"wrote {out}")
     return 0

@@ -20,7 +20,7 @@ from lhp_tf.kinds import QUANT_MODES
 from .deploy import DEFAULT_TARGET
 from .inference_model import inference_model, load_checkpoint
 from .run_folder import find_recipe
-from .tflite import convert_tflite, representative_dataset, write_bytes
+from .tflite import check_int16, convert_tflite, write_bytes
 
 FORMATS = ("tflite", "onnx", "saved_model")
 
@@ -28,18 +28,25 @@ FORMATS = ("tflite", "onnx", "saved_model")
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], to: str = "tflite",
                       quant: str | None = None, recipe: str | os.PathLike[str] | None = None,
                       overrides: Sequence[str] = (), calib_samples: int | None = None,
-                      opset: int | None = None, dynamic_batch: bool = False, target: str = DEFAULT_TARGET) -> Path:
+                      opset: int | None = None, dynamic_batch: bool = False, target: str = DEFAULT_TARGET,
+                      int16: Sequence[str] = ()) -> Path:
     """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``
     (float when no recipe is at hand). ``target`` picks the TFLite deploy graph's form
-    (:mod:`lhp_tf.converters.deploy`: ``xnnpack`` for CPUs, ``npu`` for Ethos-U class NPUs)."""
+    (:mod:`lhp_tf.converters.deploy`: ``xnnpack`` for CPUs, ``npu`` for Ethos-U class NPUs);
+    ``int16`` selects int8 ops kept in int16 (:func:`lhp_tf.converters.tflite.convert_tflite`)."""
     if to not in FORMATS:
         raise LhpError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
     if to != "tflite" and quant not in (None, "float"):
         raise LhpError(f"--quant {quant}: only --to tflite is quantised; {to} exports are float32")
+    if int16 and (to != "tflite" or quant not in (None, "int8")):
+        raise LhpError(f"--int16: mixed precision is for --to tflite --quant int8, not --to {to} --quant {quant}")
     rec = find_recipe(checkpoint, recipe, overrides, required=False)
     quant = (rec.export.quant if rec is not None else "float") if quant is None else quant
     if to == "tflite" and quant not in QUANT_MODES:
         raise LhpError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
+    if int16 and quant != "int8":
+        raise LhpError(f"--int16: mixed precision is for --quant int8; the recipe's export.quant is {quant}")
+    check_int16(int16, rec)
     if to == "tflite" and dynamic_batch:
         raise LhpError("--dynamic-batch: TFLite exports use batch 1 (a dynamic batch breaks XNNPACK)")
     trained, spec = load_checkpoint(checkpoint, rec)
@@ -55,13 +62,13 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
 
         write_bytes(out, convert_onnx(model, opset or DEFAULT_OPSET))
         return out
-    representative = None
+    images = None
     if quant != "float":
         from lhp_tf.quantize.calibration import calibration_images
 
         if rec is None:
             raise LhpError(f"{checkpoint}: --quant {quant} calibrates on the training images, and no "
                            f"recipe names them (none beside the checkpoint): pass --recipe RECIPE")
-        representative = representative_dataset(calibration_images(rec, calib_samples))
-    write_bytes(out, convert_tflite(model, spec, quant, representative, rec, extra_metadata={"target": target}))
+        images = calibration_images(rec, calib_samples)
+    write_bytes(out, convert_tflite(model, spec, quant, images, rec, extra_metadata={"target": target}, int16=int16))
     return out

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("lhp_tf.data.cli", "check, synthesise, export or show WFLW / 300W data"),
     "flops": ("lhp_tf.model.flops", "params, conv MACs and mmcv-style FLOPs with a per-block breakdown"),
     "convert": ("lhp_tf.converters.cli", "convert a checkpoint to TFLite (float/int8/int16x8), ONNX or SavedModel"),
-    "quantize": ("lhp_tf.quantize.cli", "int8 drift report, selective quantisation and QAT"),
+    "quantize": ("lhp_tf.quantize.cli", "int8 drift report, mixed int8/int16 precision and QAT"),
     "bench": ("lhp_tf.bench", "on-device benchmark of a .tflite: NME, drift and latency (no TensorFlow)"),
     "predict": ("lhp_tf.predict", "landmarks on photos, folders or videos"),
     "recipes": ("lhp_tf.recipes", "list the packaged recipes (commands take these names or a YAML path)"),

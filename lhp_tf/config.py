@@ -149,8 +149,8 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     calib_samples: int = 200
-    #: int8 activation ranges: ``mse`` (error-minimising, lhp_tf.converters.range_calibration) or
-    #: ``minmax`` (TFLite's default)
+    #: int8 activation ranges: ``mse`` (error-minimising search from each tensor's extremes) or
+    #: ``minmax`` (ai-edge-quantizer's per-image min/max, moving-averaged); lhp_tf.converters.quantizer
     calibration: Calibration = "mse"
     quant: QuantMode = "int8"
 

@@ -33,8 +33,10 @@ DECODERS = ("dark", "argmax")
 QUANT_MODES = ("float", "int8", "int16x8")
 #: deploy-graph forms of ``lhp convert --target`` (``lhp_tf.converters.deploy``)
 DEPLOY_TARGETS = ("xnnpack", "npu")
-#: how int8 activation ranges are chosen (``lhp_tf.converters.range_calibration``)
+#: how int8 activation ranges are chosen (``lhp_tf.converters.quantizer``)
 CALIBRATIONS = ("minmax", "mse")
+#: the ``--int16`` selector that picks the ops itself (``lhp_tf.quantize.mixed``)
+INT16_AUTO = "auto"
 #: ``train.distribute`` strategies (``lhp_tf.distribute``)
 DISTRIBUTE_KINDS = ("none", "mirrored", "multi_worker")
 #: what a reader does with a bad sample

@@ -76,6 +76,8 @@ class Graph:
 
     tensors: list[Tensor]
     operators: list[Operator]
+    inputs: list[int] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
 
     def op_counts(self) -> Counter[str]:
         return Counter(op.op for op in self.operators)
@@ -167,6 +169,6 @@ def read_graph(source: str | os.PathLike[str] | bytes) -> Graph:
                 if t >= len(tensors):
                     raise _FlatBufferError(f"operator {i} ({kind}) uses tensor {t}, the graph has {len(tensors)}")
             operators.append(Operator(i, kind, ins, outs, _options(r, o, kind)))
-        return Graph(tensors, operators)
+        return Graph(tensors, operators, _ints(r, sub, 1), _ints(r, sub, 2))
     except _FlatBufferError as exc:
         raise LhpError(f"{name}: corrupt TFLite flatbuffer ({exc})") from exc

@@ -2,8 +2,8 @@
 
 Reading is pure Python (``struct`` over the flatbuffer layout of the TFLite schema) so a
 board with only numpy and an interpreter can tell the input size, the heatmap stride, the
-flip permutation and the quantisation of a model without TensorFlow. Writing goes through
-TensorFlow's own flatbuffer tools and is only needed on the export machine.
+flip permutation and the quantisation of a model without TensorFlow. Writing is a flatbuffer pass
+(:mod:`lhp_tf.converters.passes`) and is only needed on the export machine.
 
 The relevant part of the TFLite schema (tensorflow/compiler/mlir/lite/schema/schema.fbs)::
 
@@ -180,30 +180,10 @@ def read_metadata(path_or_bytes: str | os.PathLike[str] | bytes) -> dict[str, An
 def embed_metadata(tflite_bytes: bytes, meta: dict[str, Any]) -> bytes:
     """Return ``tflite_bytes`` with ``meta`` stored as the ``lhp_tf`` metadata entry.
 
-    An existing ``lhp_tf`` entry is replaced (its buffer is rewritten in place); other entries
-    (``min_runtime_version``, ``CONVERSION_METADATA``) are kept. Imports TensorFlow's
-    flatbuffer tools, so it runs on the export machine, not on a board.
+    An existing ``lhp_tf`` entry is replaced; other entries (``min_runtime_version``,
+    ``CONVERSION_METADATA``) are kept. The flatbuffer pass
+    (:func:`lhp_tf.converters.passes.metadata`) runs on the export machine, not on a board.
     """
-    check_tflite(bytes(tflite_bytes[:8]), "<tflite bytes>")
-    import numpy as np
-    from tensorflow.lite.python import schema_py_generated as schema_fb
-    from tensorflow.lite.tools import flatbuffer_utils
+    from lhp_tf.converters.passes import metadata, run_passes
 
-    payload = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
-    if model.metadata is None:
-        model.metadata = []
-    existing = [m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode())]
-    if existing:
-        model.buffers[existing[0].buffer].data = payload
-        for extra in existing[1:]:
-            model.metadata.remove(extra)
-    else:
-        buffer = schema_fb.BufferT()
-        buffer.data = payload
-        model.buffers.append(buffer)
-        entry = schema_fb.MetadataT()
-        entry.name = METADATA_NAME
-        entry.buffer = len(model.buffers) - 1
-        model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return run_passes(tflite_bytes, [metadata(meta)])

@@ -1,7 +1,7 @@
-"""``lhp quantize``: post-training int8 (optionally selective), drift report, QAT.
+"""``lhp quantize``: post-training int8 (optionally mixed with int16 ops), drift report, QAT.
 
-    lhp quantize ptq   CKPT -o model.tflite [--keep-float N | --denylist a,b]
-    lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --keep-float N] [--json]
+    lhp quantize ptq   CKPT -o model.tflite [--int16 auto | --int16 LOGISTIC,...]
+    lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --int16 ...] [--json]
     lhp quantize qat   CKPT --epochs N -o model.tflite
 """
 
@@ -22,11 +22,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="calibration images from the training split (default: export.calib_samples)")
 
 
-def _selective(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep-float", type=int, default=0, metavar="N",
-                   help="keep the N Keras layers with the worst int8 error in float")
-    p.add_argument("--denylist", default="", metavar="LAYER,LAYER",
-                   help="Keras layer names to keep in float")
+def _mixed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int16", default="", metavar="SELECTOR,...",
+                   help="ops that keep int16 activations (int8 weights), the graph staying integer-only: "
+                        "'auto' (the fewest network modules, most helpful first, that bring drift within budget), an op "
+                        "type (LOGISTIC), TYPE@REGEX or @REGEX on output tensor names")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,20 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
 
-    p = sub.add_parser("ptq", help="post-training full-integer int8, optionally with float layers")
+    p = sub.add_parser("ptq", help="post-training full-integer int8, optionally with int16 ops")
     _common(p)
-    _selective(p)
+    _mixed(p)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--debug-samples", type=int, default=32,
-                   help="calibration images the debugger compares float and int8 on (with --keep-float)")
 
-    p = sub.add_parser("drift", help="float vs int8 NME on an evaluation bundle + worst layers")
+    p = sub.add_parser("drift", help="float vs int8 NME on an evaluation bundle + worst int8 ops")
     _common(p)
-    _selective(p)
+    _mixed(p)
     p.add_argument("--data", required=True, help="evaluation bundle (.npz from 'lhp data export-eval')")
     p.add_argument("--int8", default=None, help="measure this int8 .tflite (e.g. from QAT) instead of PTQ")
-    p.add_argument("--debug-samples", type=int, default=32, help="bundle images for the per-layer debugger")
-    p.add_argument("--top", type=int, default=10, help="worst layers to list")
+    p.add_argument("--debug-samples", type=int, default=32, help="calibration images the per-op ranking samples")
+    p.add_argument("--top", type=int, default=10, help="worst ops to list")
     p.add_argument("--save-dir", default=None, help="keep the float/int8 .tflite files compared here")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--report", default=None, metavar="PATH", help="also write the JSON report to PATH")
@@ -66,22 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    denylist = [d for d in getattr(args, "denylist", "").split(",") if d]
+    int16 = [d.strip() for d in getattr(args, "int16", "").split(",") if d.strip()]
     if args.action == "ptq":
         from .ptq import post_training_int8
 
         out, kept = post_training_int8(args.checkpoint, args.output, recipe=args.recipe, overrides=args.overrides,
-                                       calib_samples=args.calib_samples, keep_float=args.keep_float,
-                                       denylist=denylist, debug_samples=args.debug_samples)
-        print(f"wrote {out}" + (f" (float layers: {', '.join(kept)})" if kept else ""))
+                                       calib_samples=args.calib_samples, int16=int16)
+        print(f"wrote {out}" + (f" ({len(kept)} int16 ops: {', '.join(kept)})" if kept else ""))
         return 0
     if args.action == "drift":
         from .drift import drift_report, format_drift
 
         report = drift_report(args.checkpoint, args.data, recipe=args.recipe, overrides=args.overrides,
                               calib_samples=args.calib_samples, int8_model=args.int8,
-                              keep_float=args.keep_float, denylist=denylist,
-                              debug_samples=args.debug_samples, top=args.top, save_dir=args.save_dir)
+                              int16=int16, debug_samples=args.debug_samples, top=args.top, save_dir=args.save_dir)
         if args.report:
             from lhp_tf.checkpoint import atomic_write_text
 

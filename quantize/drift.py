@@ -3,7 +3,10 @@
 Both models are the .tflite files ``lhp convert`` writes from the same checkpoint (or a given
 int8 file, e.g. the QAT output), run with the board's runtime (``lhp_tf.runtime``) and scored
 with the board's decoder and metric (``lhp_tf.bench``), so the figure is the one a user will
-see on the device. The per-layer part is the quantisation debugger's (``layer_error``).
+see on the device. The per-op part ranks the ops of the post-training int8 model (its float
+graph and range table, also when a given ``--int8`` model is scored) by how much of their
+signal int8 rounding destroys (:func:`lhp_tf.converters.quantizer.rank_ops`): a diagnostic,
+not what ``--int16 auto`` walks (:mod:`lhp_tf.quantize.mixed`).
 
 Acceptance: drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
 """
@@ -48,19 +51,23 @@ def score_tflite(model_path: str | os.PathLike[str], bundle: dict[str, Any], dec
 def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str],
                  recipe: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
                  calib_samples: int | None = None, int8_model: str | os.PathLike[str] | None = None,
-                 keep_float: int = 0, denylist: Sequence[str] = (), debug_samples: int = 32,
+                 int16: Sequence[str] = (), debug_samples: int = 32,
                  top: int = 10, save_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Float vs int8 NME and the ``top`` worst quantised layers, as a JSON-ready dict."""
+    """Float vs int8 NME and the ``top`` worst quantised ops, as a JSON-ready dict."""
     from lhp_tf.converters.inference_model import inference_model, load_checkpoint
+    from lhp_tf.converters.quantizer import SEARCH_IMAGES, rank_ops
     from lhp_tf.converters.run_folder import find_recipe
-    from lhp_tf.converters.tflite import convert_tflite, representative_dataset, write_bytes
+    from lhp_tf.converters.tflite import convert, write_bytes
 
     from lhp_tf.bench import load_bundle
+    from lhp_tf.tflite_metadata import read_metadata
 
     from .calibration import calibration_images
-    from .layer_error import debugger, layer_errors
-    from .selective import selective_int8
 
+    if int8_model is not None and int16:
+        raise LhpError("--int16 chooses how post-training int8 is made; it does not apply to a given --int8 model")
+    if debug_samples < 1 or top < 0:
+        raise LhpError(f"--debug-samples must be >= 1 and --top >= 0 (got {debug_samples} and {top})")
     rec = find_recipe(checkpoint, recipe, overrides)
     bundle = load_bundle(data)
     trained, spec = load_checkpoint(checkpoint, rec)
@@ -69,29 +76,19 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
     float_model = inference_model(trained, spec, where=str(checkpoint), target=DEPLOY_TARGET, quant="float")
     target = {"target": DEPLOY_TARGET}
     calib = calibration_images(rec, calib_samples)
-    representative = representative_dataset(calib)
-    rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(len(bundle["images"]), size=min(debug_samples, len(bundle["images"])), replace=False))
-    debug_images = bundle["images"][pick].astype(np.float32) / 255.0
-    names = [layer.name for layer in model.layers]
 
     with tempfile.TemporaryDirectory(prefix="lhp_drift_") as tmp:
         out = Path(save_dir) if save_dir is not None else Path(tmp)
         float_path = out / "float.tflite"
-        write_bytes(float_path, convert_tflite(float_model, spec, "float", recipe=rec, extra_metadata=target))
-        kept: list[str] = []
-        if (keep_float or denylist) and int8_model is None:
-            data_bytes, kept, errors = selective_int8(model, spec, rec, representative, debug_images, keep_float, denylist)
-            int8_path = out / "int8_selective.tflite"
-            write_bytes(int8_path, data_bytes)
+        write_bytes(float_path, convert(float_model, spec, "float", recipe=rec, extra_metadata=target).data)
+        ptq = convert(model, spec, "int8", calib, rec, extra_metadata=target, int16=int16)
+        if int8_model is not None:
+            int8_path = Path(int8_model)
         else:
-            if int8_model is not None:
-                int8_path = Path(int8_model)
-            else:
-                int8_path = out / "int8.tflite"
-                write_bytes(int8_path, convert_tflite(model, spec, "int8", representative, rec, extra_metadata=target))
-            errors = layer_errors(debugger(model, representative, debug_images, calibration=rec.export.calibration),
-                                  names)
+            int8_path = out / ("int8_mixed.tflite" if int16 else "int8.tflite")
+            write_bytes(int8_path, ptq.data)
+        meta = read_metadata(int8_path) if int8_model is None else {}
+        ranked = rank_ops(ptq.float_model, ptq.table, calib[:debug_samples])
         decoder = rec.eval.decoder
         float_nme, float_pred = score_tflite(float_path, bundle, decoder)
         int8_nme, int8_pred = score_tflite(int8_path, bundle, decoder)
@@ -101,14 +98,15 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
     return {
         "checkpoint": str(checkpoint), "data": str(data), "images": int(len(bundle["images"])),
         "int8_model": str(int8_model) if int8_model is not None else None,
-        "calib_samples": int(len(calib)), "debug_samples": int(len(debug_images)),
+        "calib_samples": int(len(calib)), "debug_samples": int(min(debug_samples, len(calib), SEARCH_IMAGES)),
         "calibration": rec.export.calibration if int8_model is None else None,
-        "float_layers": kept, "decoder": decoder,
+        "int16_selection": list(int16), "int16_ops": meta.get("int16_ops", []),
+        "int16_auto": meta.get("int16_auto"), "decoder": decoder,
         "float_nme": float_nme, "int8_nme": int8_nme, "drift_points": int8_nme - float_nme,
         "drift_relative": (int8_nme - float_nme) / float_nme if float_nme > 0 else None,
         "prediction_nme": 100.0 * float(nme(int8_pred, float_pred, bundle["norm"]).mean()),
         "tolerance_points": allowed, "within_tolerance": bool(int8_nme - float_nme <= allowed),
-        "worst_layers": [e.as_dict() for e in errors[:top]],
+        "worst_ops": [e.as_dict() for e in ranked[:top]],
     }
 
 
@@ -120,16 +118,15 @@ def format_drift(r: dict[str, Any]) -> str:
     lines = [
         f"checkpoint {r['checkpoint']}  data {r['data']} ({r['images']} images, decoder {r['decoder']})",
         f"int8       {r['int8_model'] or ptq}"
-        + (f", float layers: {', '.join(r['float_layers'])}" if r["float_layers"] else ""),
+        + (f", {len(r['int16_ops'])} int16 ops: {', '.join(r['int16_ops'])}" if r["int16_ops"] else ""),
         f"NME float {r['float_nme']:.4f} %  int8 {r['int8_nme']:.4f} %  drift {r['drift_points']:+.4f} points "
         f"({rel}); budget {r['tolerance_points']:.4f}: {verdict}",
         f"int8 vs float landmarks apart by {r['prediction_nme']:.4f} % NME",
         "",
-        f"worst quantised tensors (debugger on {r['debug_samples']} bundle images; rmse/scale, "
-        f"rounding alone is {1 / np.sqrt(12):.2f}):",
-        f"{'rmse/scale':>10}  {'op':<18} {'layer':<32} tensor",
+        f"worst int8 ops (noise-to-signal: RMS int8 rounding/clipping over the RMS spread of the float "
+        f"values, on {r['debug_samples']} calibration images):",
+        f"{'noise/signal':>12}  {'op':<18} output tensor",
     ]
-    for e in r["worst_layers"]:
-        lines.append(f"{e['rmse_over_scale']:>10.3f}  {e['op_name']:<18} {e['layer'] or '?':<32} "
-                     f"{e['tensor_name'][:90]}")
+    for e in r["worst_ops"]:
+        lines.append(f"{e['noise_to_signal']:>12.4f}  {e['op']:<18} {e['name'][:100]}")
     return "\n".join(lines)

@@ -136,7 +136,7 @@ def child_main(argv: Sequence[str]) -> int:
 
     import json
 
-    from lhp_tf.converters.tflite import convert_tflite, representative_dataset, write_bytes
+    from lhp_tf.converters.tflite import metadata_for, qat_tflite, write_bytes
 
     from lhp_tf.config import load_recipe
     from lhp_tf.model.network import with_activation
@@ -154,12 +154,12 @@ def child_main(argv: Sequence[str]) -> int:
     fixed = build_qat_model(spec, args.weights, batch_size=1)
     fixed.set_weights(model.get_weights())
     deploy = with_activation(fixed, spec.codec.activation)
-    # Ranges come from the fake-quant nodes (so no MSE range search over them); the converter
+    # Ranges come from the fake-quant nodes (so no range search over them); the converter
     # still wants sample inputs for int8 I/O.
     calib = calibration_images(rec, args.calib_samples or min(rec.export.calib_samples, 32))
-    data = convert_tflite(deploy, spec, "int8", representative_dataset(calib), rec, calibration="minmax",
-                          extra_metadata={"qat_epochs": args.epochs, "qat_from": args.checkpoint})
-    write_bytes(args.output, data)
+    meta = {**metadata_for(spec, "int8", rec), "calibration": "qat", "qat_epochs": args.epochs,
+            "qat_from": args.checkpoint, "int16_ops": []}
+    write_bytes(args.output, qat_tflite(deploy, calib, meta))
     return 0
 
 

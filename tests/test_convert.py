@@ -67,7 +67,8 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
         assert list(spec.flip_permutation) == flip_permutation(68).tolist()
         assert meta["input_scale"] == pytest.approx(1 / 255)
         assert spec.dataset_format == "300w" and spec.arch.name == "lhp-small"
-        assert meta.get("calibration") == ("mse" if quant == "int8" else None)
+        assert meta.get("calibration") == ("mse" if quant != "float" else None)
+        assert meta.get("int16_ops") == ([] if quant == "int8" else None)  # pure int8 by default
 
 
 @pytest.mark.slow
@@ -99,59 +100,6 @@ def _float_ops(path: Path | bytes) -> list[str]:
 
 
 @pytest.mark.slow
-def test_float_islands_left_by_the_quantiser_become_int8() -> None:
-    """One CCW block: the lowest branch's cross-resolution MUL comes out of TF's quantiser in float."""
-    import tensorflow as tf
-    from lhp_tf.converters.inference_model import xnnpack_friendly
-    from lhp_tf.converters.int8_islands import fold_float_islands
-    from lhp_tf.converters.tflite import calibrated_converter, representative_dataset
-    from tensorflow.lite.python import convert as tflite_convert
-
-    from lhp_tf.model.ccw import ccw_block
-    from lhp_tf.model.kbackend import keras
-
-    inp = keras.Input((24, 24, 3), batch_size=1)
-    x0 = keras.layers.Conv2D(8, 1, activation="relu")(inp)
-    x1 = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
-    ys = ccw_block([x0, x1], 8, "ccw")
-    model = xnnpack_friendly(keras.Model(inp, [keras.layers.Conv2D(4, 1)(y) for y in ys]))
-    rng = np.random.default_rng(0)
-    images = rng.random((20, 24, 24, 3), dtype=np.float32)
-    converter = calibrated_converter(model, representative_dataset(images))
-    converter._experimental_calibrate_only = True
-    converter.experimental_mlir_quantizer = True
-    raw = tflite_convert.mlir_quantize(converter.convert(), fully_quantize=True, input_data_type=tf.int8,
-                                       output_data_type=tf.int8)
-    if "MUL" not in _float_ops(raw):
-        pytest.skip("this TensorFlow's quantiser no longer leaves float MULs")
-    folded, count = fold_float_islands(raw)
-    assert count >= 1 and _float_ops(folded) == []
-
-    def outputs(data: bytes) -> list[np.ndarray]:
-        interpreter = _interpreter(data)
-        interpreter.allocate_tensors()
-        q_in = interpreter.get_input_details()[0]
-        scale, zero = q_in["quantization"]
-        result = []
-        for img in images[:5]:
-            interpreter.set_tensor(q_in["index"], np.round(img / scale + zero).astype(np.int8)[None])
-            interpreter.invoke()
-            result.append([interpreter.get_tensor(o["index"]).astype(np.int32)
-                           for o in interpreter.get_output_details()])
-        return [np.concatenate(r) for r in zip(*result, strict=True)]
-
-    for a, b in zip(outputs(raw), outputs(folded), strict=True):
-        assert np.abs(a - b).max() <= 2  # int8 steps: the float MUL vs the int8 kernel's rounding
-    kept, kept_count = fold_float_islands(raw, keep_float=[n for n in _float_tensor_names(raw)])
-    assert kept_count == 0 and "MUL" in _float_ops(kept)
-
-
-def _float_tensor_names(data: bytes) -> list[str]:
-    interpreter = _interpreter(data)
-    return [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
-
-
-@pytest.mark.slow
 def test_tflite_outputs_match_keras(run: Path, converted: dict[str, Path], images: np.ndarray) -> None:
     from lhp_tf.runtime import TFLiteModel
 
@@ -180,7 +128,7 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_keras(run: Path, images: np
 
 
 def test_mse_ranges_clip_outliers_but_keep_uniform_ranges() -> None:
-    from lhp_tf.converters.range_calibration import best_scale
+    from lhp_tf.converters.quantizer import best_scale
 
     rng = np.random.default_rng(0)
     # a million well-behaved values and two outliers that set min/max: levels belong to the bulk
@@ -253,6 +201,15 @@ def test_bad_quant_and_format_are_clear_errors(tmp_path: Path) -> None:
 
     with pytest.raises(LhpError, match="--to"):
         export_checkpoint(tmp_path / "x.keras", tmp_path / "x.bin", to="coreml")
+    with pytest.raises(LhpError, match="--int16: mixed precision is for --to tflite --quant int8"):
+        export_checkpoint(tmp_path / "x.keras", tmp_path / "x.bin", quant="float", int16=["LOGISTIC"])
+    lone = tmp_path / "lone" / "best.keras"  # no recipe.yaml beside it
+    lone.parent.mkdir()
+    lone.write_bytes(b"not loaded: the options are checked first")
+    with pytest.raises(LhpError, match="give 'auto' alone"):
+        export_checkpoint(lone, tmp_path / "x.tflite", quant="int8", int16=["auto", "LOGISTIC"])
+    with pytest.raises(LhpError, match="--int16 auto scores its trials on the recipe's training faces"):
+        export_checkpoint(lone, tmp_path / "x.tflite", quant="int8", int16=["auto"])
 
 
 @pytest.mark.slow

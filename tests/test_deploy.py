@@ -99,11 +99,8 @@ def test_bad_target(trained) -> None:
 def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     """Float xnnpack form: fully delegated and equal to Keras; int8 npu form: Vela puts every op
     on Ethos-U55, no rank > 4 and no float op."""
-    from lhp_tf.converters.tflite import (
-        make_converter,
-        quantize_full_integer,
-        representative_dataset,
-    )
+    from lhp_tf.converters import quantizer
+    from lhp_tf.converters.tflite import float_tflite
 
     from lhp_tf.npu_check import is_float_op, max_rank, run_vela, static_check
     from lhp_tf.runtime import TFLiteModel, op_delegation
@@ -113,7 +110,7 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     randomize(model)
     x = _images(1)
     float_path = tmp_path / "float.tflite"
-    float_path.write_bytes(make_converter(deploy_model(model, "xnnpack", "float"), "float").convert())
+    float_path.write_bytes(float_tflite(deploy_model(model, "xnnpack", "float")))
     assert max_rank(float_path) == 4
     counts = op_delegation(float_path)
     assert counts["delegated"] == counts["total"], counts
@@ -124,8 +121,8 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     np.testing.assert_allclose(out, np.asarray(model(x, training=False)), atol=1e-4, rtol=0)
 
     int8_path = tmp_path / "npu_int8.tflite"
-    rep = representative_dataset(list(_images(4)))
-    int8_path.write_bytes(quantize_full_integer(deploy_model(model, "npu", "int8"), rep))
+    npu_float = float_tflite(deploy_model(model, "npu", "int8"))
+    int8_path.write_bytes(quantizer.quantize(npu_float, quantizer.calibrate(npu_float, _images(4))))
     assert max_rank(int8_path) == 4
     assert static_check(int8_path) == []
     graph = read_graph(int8_path)

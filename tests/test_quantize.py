@@ -1,4 +1,4 @@
-"""lhp quantize: drift report, selective int8, QAT (tfmot in a tf_keras child process)."""
+"""lhp quantize: drift report, mixed int8/int16, QAT (tfmot in a tf_keras child process)."""
 
 from __future__ import annotations
 
@@ -46,36 +46,57 @@ def test_qat_rate_defaults_to_where_the_schedule_ended() -> None:
     assert final_lr(load_recipe(recipes / "synthetic-300w.yaml", ["train.lr_steps=[10]"])) == pytest.approx(2e-3)
 
 
-def test_tensor_names_map_back_to_keras_layers() -> None:
-    from lhp_tf.quantize.layer_error import keras_layer_of
+def test_auto_choice_is_the_shortest_prefix_within_budget() -> None:
+    """0, 1, 2, 4, ... ops until one passes, then bisection to the smallest count that passes."""
+    from lhp_tf.quantize.mixed import choose
 
-    layers = ["stem_conv1_conv", "stem_conv1_relu", "ccw_s0m0b0_crw_split"]
-    fused = "lhp_small_1/stem_conv1_relu_1/Relu;lhp_small_1/stem_conv1_conv_1/convolution"
-    assert keras_layer_of(fused, layers) == "stem_conv1_conv"
-    assert keras_layer_of("lhp_small_1/ccw_s0m0b0_crw_split_1/Slice_2", layers) == "ccw_s0m0b0_crw_split"
-    assert keras_layer_of("tfl.quantize", layers) == ""
+    ranked = [f"op{i}" for i in range(20)]
+    tried: list[int] = []
+
+    def drift(names: list[str]) -> float:
+        tried.append(len(names))
+        return 1.0 - 0.1 * len(names)  # within 0.35 from 7 ops on
+
+    ops, trials = choose(ranked, drift, 0.35)
+    assert ops == ranked[:7]
+    assert tried == [0, 1, 2, 4, 8, 6, 7]
+    assert [t.count for t in trials] == tried
+    assert choose(ranked, lambda names: 0.0, 0.1)[0] == []
+    ops, trials = choose([], lambda names: 1.0, 0.1)  # nothing helps: pure int8, one trial
+    assert ops == [] and [t.count for t in trials] == [0]
+    # never within budget: the best prefix tried, not a silent pure int8
+    ops, _ = choose(ranked, lambda names: 1.0 - 0.01 * len(names), 0.1)
+    assert ops == ranked
 
 
 @pytest.mark.slow
-def test_drift_report_with_one_layer_kept_float(run: Path, bundle: Path, tmp_path: Path) -> None:
+def test_drift_report_with_the_sigmoids_in_int16(run: Path, bundle: Path, tmp_path: Path) -> None:
+    """--int16 LOGISTIC: every sigmoid computes in int16, nothing in float; metadata says which;
+    XNNPACK leaves the int16 ops to the reference kernels (it has no int16 kernels)."""
     from lhp_tf.quantize.drift import drift_report, format_drift
 
     from lhp_tf.runtime import TFLiteModel, op_delegation
+    from lhp_tf.tflite_graph import read_graph
     from lhp_tf.tflite_metadata import read_metadata
 
-    r = drift_report(run, bundle, keep_float=1, debug_samples=2, top=5, save_dir=tmp_path)
+    r = drift_report(run, bundle, int16=["LOGISTIC"], debug_samples=2, top=5, save_dir=tmp_path)
     assert r["float_nme"] > 0 and r["int8_nme"] > 0
     assert r["drift_points"] == pytest.approx(r["int8_nme"] - r["float_nme"])
-    errors = [e["rmse_over_scale"] for e in r["worst_layers"]]
-    assert len(errors) == 5 and errors == sorted(errors, reverse=True)
-    assert len(r["float_layers"]) == 1 and r["float_layers"][0] in {e["layer"] for e in r["worst_layers"]}
-    selective = tmp_path / "int8_selective.tflite"
-    assert read_metadata(selective)["float_layers"] == r["float_layers"]
-    model = TFLiteModel(selective)
+    noise = [e["noise_to_signal"] for e in r["worst_ops"]]
+    assert len(noise) == 5 and noise == sorted(noise, reverse=True)
+    mixed = tmp_path / "int8_mixed.tflite"
+    meta = read_metadata(mixed)
+    graph = read_graph(mixed)
+    sigmoids = [graph.tensors[op.outputs[0]] for op in graph.operators if op.op == "LOGISTIC"]
+    assert sigmoids and all(t.dtype == "int16" for t in sigmoids)
+    assert sorted(meta["int16_ops"]) == sorted(t.name for t in sigmoids) == sorted(r["int16_ops"])
+    assert meta["int16_selection"] == ["LOGISTIC"]
+    assert not [t for t in graph.tensors if t.dtype == "float32"]
+    model = TFLiteModel(mixed)
     assert model.input_dtype == np.int8 and model.output_dtype == np.int8
-    ops = op_delegation(selective)
-    assert ops["delegated"] == ops["total"]
-    assert "worst quantised tensors" in format_drift(r)
+    ops = op_delegation(mixed)
+    assert ops["not_delegated"].get("LOGISTIC") == len(sigmoids)
+    assert "int16 ops" in format_drift(r) and "noise-to-signal" in format_drift(r)
 
 
 @pytest.mark.slow
@@ -96,3 +117,15 @@ def test_qat_runs_one_step_and_exports_int8(run: Path, tmp_path: Path) -> None:
     assert ops["delegated"] == ops["total"], ops
     heatmaps = model.predict(np.full((1, 64, 64, 3), 128, np.uint8))
     assert heatmaps.shape == (1, 16, 16, 68) and 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
+
+
+def test_op_groups_follow_the_network_modules() -> None:
+    from lhp_tf.quantize.mixed import op_groups
+
+    names = ["image", "lhp_large_1/stem_conv1_relu_1/Relu;lhp_large_1/stem_conv1_conv_1/convolution",
+             "lhp_large_1/ccw_s1m0b0_shuffle0_1/Reshape", "lhp_large_1/ccw_s1m0b1_dw_1/depthwise",
+             "lhp_large_1/fusion_s2m1_3from2_fc2_sigmoid_1/Sigmoid", "lhp_large_1/transition1_conv_1/Relu",
+             "lhp_large_1/head_final_1/BiasAdd", "Identity"]
+    assert op_groups(names) == {
+        "other": ["image", "Identity"], "stem": [names[1]], "ccw_s1m0": names[2:4],
+        "fusion_s2m1": [names[4]], "transition1": [names[5]], "head": [names[6]]}

@@ -52,8 +52,8 @@ def test_embedded_model_still_runs(plain_tflite, tmp_path):
 
 def test_reads_buffers_stored_after_the_flatbuffer(plain_tflite):
     """Models over 2 GB keep buffer data outside the flatbuffer (Buffer.offset/size)."""
-    from tensorflow.lite.python import schema_py_generated as schema_fb
-    from tensorflow.lite.tools import flatbuffer_utils
+    from ai_edge_litert import schema_py_generated as schema_fb
+    from ai_edge_litert.tools import flatbuffer_utils
 
     payload = json.dumps({"where": "outside"}).encode()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(plain_tflite))
@@ -88,7 +88,7 @@ def test_errors_name_the_file(plain_tflite, tmp_path):
 
 
 def test_non_object_json_is_rejected(plain_tflite):
-    from tensorflow.lite.tools import flatbuffer_utils
+    from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(embed_metadata(plain_tflite, {})))
     entry = next(m for m in model.metadata if m.name in ("lhp_tf", b"lhp_tf"))

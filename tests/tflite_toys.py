@@ -152,3 +152,50 @@ def write_npu_toy(path: Path) -> Path:
     calib = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 8))
     path.write_bytes(convert(keras.Model(inp, y), "int8", calib))
     return path
+
+
+#: TFLite TensorType codes used by :func:`build_graph`
+INT8, FLOAT32 = 9, 0
+
+
+def build_graph(tensors: list[tuple[str, int, float | None]], ops: list[tuple[str, list[int], list[int]]],
+           inputs: list[int], outputs: list[int]) -> bytes:
+    """A one-subgraph .tflite built by hand, for graph passes that need an exact graph:
+    ``tensors`` as (name, TensorType, int8 scale or None), all of shape (1, 4); ``ops`` as
+    (builtin name, input tensors, output tensors)."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = fb.ModelT()
+    model.version = 3
+    model.buffers = [fb.BufferT()]
+    kinds = sorted({k for k, _, _ in ops})
+    model.operatorCodes = []
+    for k in kinds:
+        code = fb.OperatorCodeT()
+        code.builtinCode = getattr(fb.BuiltinOperator, k)
+        code.deprecatedBuiltinCode = min(code.builtinCode, 127)
+        code.version = 2 if k in ("MUL", "ADD") else 1
+        model.operatorCodes.append(code)
+    graph = fb.SubGraphT()
+    graph.tensors = []
+    for name, dtype, scale in tensors:
+        t = fb.TensorT()
+        t.name, t.type, t.shape, t.buffer = name, dtype, np.array([1, 4], np.int32), 0
+        if scale is not None:
+            q = fb.QuantizationParametersT()
+            q.scale, q.zeroPoint = [scale], [0]
+            t.quantization = q
+        graph.tensors.append(t)
+    graph.operators = []
+    for kind, ins, outs in ops:
+        op = fb.OperatorT()
+        op.opcodeIndex = kinds.index(kind)
+        op.inputs, op.outputs = np.array(ins, np.int32), np.array(outs, np.int32)
+        if kind == "MUL":
+            op.builtinOptionsType = fb.BuiltinOptions.MulOptions
+            op.builtinOptions = fb.MulOptionsT()
+        graph.operators.append(op)
+    graph.inputs, graph.outputs = np.array(inputs, np.int32), np.array(outputs, np.int32)
+    model.subgraphs = [graph]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

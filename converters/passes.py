@@ -1,0 +1,180 @@
+"""Flatbuffer passes over a .tflite: read once, run every pass, write once.
+
+Each pass is a function that edits the flatbuffer's object tree (``ModelT`` of the TFLite
+schema, from ``ai_edge_litert``'s schema bindings and flatbuffer tools, the same ones
+ai-edge-quantizer works on) in place; :func:`run_passes` parses the bytes once, applies the
+passes in order and serialises once. The passes:
+
+* :func:`add_signature`: the ``serving_default`` signature (input ``image``, output
+  ``heatmaps``). ``TFLiteConverter.from_concrete_functions`` writes none; ai-edge-quantizer
+  calibrates through signature runners, and LiteRT's ``CompiledModel`` runs models by signature.
+* :func:`metadata`: the ``lhp_tf`` JSON entry (docs/CONTRACTS.md), replacing an older one.
+* :func:`fold_float_islands`: single float MUL/ADD ops between DEQUANTIZE and QUANTIZE made
+  int8 (what TF's QAT conversion leaves behind; see its docstring).
+
+Reading metadata stays pure Python (:mod:`lhp_tf.tflite_metadata`), so a board needs none of this.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import numpy as np
+
+from lhp_tf.errors import LhpError
+from lhp_tf.tflite_metadata import METADATA_NAME, check_tflite
+
+#: A pass edits the model tree in place.
+Pass = Callable[[Any], None]
+
+#: The signature every exported model carries, and its tensor names.
+SIGNATURE_KEY = "serving_default"
+INPUT_NAME = "image"
+OUTPUT_NAME = "heatmaps"
+
+
+def _schema() -> Any:
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def run_passes(data: bytes, passes: Sequence[Pass]) -> bytes:
+    """``data`` with every pass applied, parsed and serialised once."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    check_tflite(bytes(data[:8]), "<tflite bytes>")
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    for p in passes:
+        p(model)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def op_kind(model: Any, op: Any) -> str:
+    """The builtin operator name of ``op`` (``CONV_2D``, ...); ``""`` for a custom op."""
+    code = model.operatorCodes[op.opcodeIndex]
+    names = _builtin_names()
+    return names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), "")
+
+
+def _builtin_names() -> dict[int, str]:
+    ops = _schema().BuiltinOperator
+    return {v: k for k, v in vars(ops).items() if not k.startswith("_")}
+
+
+def tensor_name(tensor: Any) -> str:
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def add_signature(model: Any) -> None:
+    """Give the one-input, one-output main graph the ``serving_default`` signature."""
+    fb = _schema()
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise LhpError(f"expected a model with one input and one output, got {len(graph.inputs)} and "
+                       f"{len(graph.outputs)}")
+
+    def entry(name: str, index: int) -> Any:
+        t = fb.TensorMapT()
+        t.name = name
+        t.tensorIndex = int(index)
+        return t
+
+    sig = fb.SignatureDefT()
+    sig.signatureKey = SIGNATURE_KEY
+    sig.subgraphIndex = 0
+    sig.inputs = [entry(INPUT_NAME, graph.inputs[0])]
+    sig.outputs = [entry(OUTPUT_NAME, graph.outputs[0])]
+    model.signatureDefs = [sig]
+
+
+def metadata(meta: dict[str, Any]) -> Pass:
+    """A pass storing ``meta`` as the ``lhp_tf`` metadata entry; other entries are kept."""
+    payload = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+    def embed(model: Any) -> None:
+        fb = _schema()
+        if model.metadata is None:
+            model.metadata = []
+        existing = [m for m in model.metadata if m.name in (METADATA_NAME, METADATA_NAME.encode())]
+        if existing:
+            model.buffers[existing[0].buffer].data = payload
+            for extra in existing[1:]:
+                model.metadata.remove(extra)
+            return
+        buffer = fb.BufferT()
+        buffer.data = payload
+        model.buffers.append(buffer)
+        entry = fb.MetadataT()
+        entry.name = METADATA_NAME
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+
+    return embed
+
+
+#: Elementwise ops whose int8 kernels accept operands of any scale.
+FOLDABLE = ("MUL", "ADD")
+#: Lowest op version with int8 kernels (MUL and ADD: 2).
+INT8_VERSION = 2
+
+
+def fold_float_islands(keep_float: Collection[str] = ()) -> Pass:
+    """A pass making single-op float islands int8 (ops whose output is named in ``keep_float`` stay).
+
+    TF's converter, quantising a QAT model, keeps some elementwise ops in float: DEQUANTIZE on
+    both int8 operands, a float MUL, QUANTIZE of the product. Every operand already has an int8
+    tensor with a scale, and the QUANTIZE names the output scale, so the int8 op is fully
+    determined: the op is rewired to the int8 operands and to the QUANTIZE's output, and the
+    DEQUANTIZE/QUANTIZE nodes that no longer feed anything are dropped. The int8 MUL/ADD
+    kernels requantise from any input scales.
+    """
+    keep = set(keep_float)
+
+    def fold(model: Any) -> None:
+        fb = _schema()
+        float32, int8 = fb.TensorType.FLOAT32, fb.TensorType.INT8
+        for graph in model.subgraphs:
+            ops = list(graph.operators)
+            producer = {int(t): op for op in ops for t in op.outputs}
+            consumers: dict[int, list[Any]] = {}
+            for op in ops:
+                for t in op.inputs:
+                    consumers.setdefault(int(t), []).append(op)
+            graph_outputs = {int(t) for t in graph.outputs}
+            removed: set[int] = set()
+            for op in ops:
+                if op_kind(model, op) not in FOLDABLE or len(op.outputs) != 1:
+                    continue
+                ins = [int(t) for t in op.inputs]
+                sources = []
+                for t in ins:
+                    dq = producer.get(t)
+                    if dq is None or op_kind(model, dq) != "DEQUANTIZE" or graph.tensors[int(dq.inputs[0])].type != int8:
+                        break
+                    sources.append(int(dq.inputs[0]))
+                if len(sources) != len(ins):
+                    continue
+                out = int(op.outputs[0])
+                if tensor_name(graph.tensors[out]) in keep:
+                    continue
+                users = consumers.get(out, [])
+                if (graph.tensors[out].type != float32 or out in graph_outputs or len(users) != 1
+                        or op_kind(model, users[0]) != "QUANTIZE" or graph.tensors[int(users[0].outputs[0])].type != int8):
+                    continue
+                quantize = users[0]
+                op.inputs = sources
+                op.outputs = [int(quantize.outputs[0])]
+                removed.add(id(quantize))
+                for t in ins:
+                    consumers[t] = [c for c in consumers[t] if c is not op]
+                    if not consumers[t] and t not in graph_outputs:
+                        removed.add(id(producer[t]))
+                code = model.operatorCodes[op.opcodeIndex]
+                code.version = max(int(code.version), INT8_VERSION)
+            graph.operators = [op for op in ops if id(op) not in removed]
+
+    return fold

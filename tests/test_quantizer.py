@@ -1,0 +1,167 @@
+"""Float .tflite -> integer (lhp_tf.converters.quantizer): range passes, op selection, ranking,
+mixed int16, and the rule that quantisation uses public APIs only."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lhp_tf.converters import quantizer
+from lhp_tf.converters.passes import add_signature, run_passes
+from tflite_toys import FLOAT32, build_graph
+
+from lhp_tf.errors import LhpError
+from lhp_tf.tflite_graph import read_graph
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sigmoid_gate() -> bytes:
+    """x -> LOGISTIC -> s; out = s * x: a gate whose sigmoid sees a narrow input."""
+    g = build_graph([("x", FLOAT32, None), ("gate", FLOAT32, None), ("out", FLOAT32, None)],
+                    [("LOGISTIC", [0], [1]), ("MUL", [1, 0], [2])], [0], [2])
+    return run_passes(g, [add_signature])
+
+
+def _inputs(n: int = 16, spread: float = 0.01) -> np.ndarray:
+    return (np.random.default_rng(0).standard_normal((n, 4)) * spread).astype(np.float32)
+
+
+def test_int8_model_is_integer_with_int8_io_and_int16_ops_on_request() -> None:
+    model = _sigmoid_gate()
+    table = quantizer.calibrate(model, _inputs(), "minmax")
+    int8 = quantizer.quantize(model, table)
+    graph = read_graph(int8)
+    assert not [t.name for t in graph.tensors if t.dtype == "float32"]
+    assert graph.tensors[graph.inputs[0]].dtype == "int8" and graph.tensors[graph.outputs[0]].dtype == "int8"
+    assert quantizer.int16_ops(int8) == []
+    gates = quantizer.select_ops(model, ["LOGISTIC"])
+    assert gates == ["gate"]
+    mixed = quantizer.quantize(model, table, gates)
+    assert quantizer.int16_ops(mixed) == ["gate"]
+    assert not [t.name for t in read_graph(mixed).tensors if t.dtype == "float32"]
+
+
+def test_ranking_puts_the_sigmoid_int8_cannot_resolve_first() -> None:
+    """sigmoid(+-0.01) = 0.5 +- 0.0025: below int8 LOGISTIC's 1/256 step, the gate's signal is gone."""
+    model = _sigmoid_gate()
+    images = _inputs()
+    table = quantizer.calibrate(model, images, "minmax")
+    ranked = quantizer.rank_ops(model, table, images)
+    assert ranked[0].name == "gate" and ranked[0].op == "LOGISTIC"
+    assert ranked[0].noise_to_signal > 0.3 > ranked[-1].noise_to_signal
+
+
+def test_int16_matches_exact_ops_even_with_fused_names_and_metacharacters() -> None:
+    """Names with regex metacharacters, and one op's name a prefix of another's fused name."""
+    g = build_graph([("x", FLOAT32, None), ("a+(1)", FLOAT32, None), ("a+(1);b", FLOAT32, None)],
+                    [("LOGISTIC", [0], [1]), ("LOGISTIC", [1], [2])], [0], [2])
+    model = run_passes(g, [add_signature])
+    table = quantizer.calibrate(model, _inputs(), "minmax")
+    assert quantizer.int16_ops(quantizer.quantize(model, table, ["a+(1)"])) == ["a+(1)"]
+    assert quantizer.int16_ops(quantizer.quantize(model, table, ["a+(1);b"])) == ["a+(1);b"]
+    with pytest.raises(LhpError, match="no op writes nothing"):
+        quantizer.quantize(model, table, ["nothing"])
+
+
+def test_select_ops_by_type_regex_and_errors() -> None:
+    model = _sigmoid_gate()
+    assert quantizer.select_ops(model, ["@^out$"]) == ["out"]
+    assert quantizer.select_ops(model, ["MUL@out", "LOGISTIC"]) == ["gate", "out"]
+    with pytest.raises(LhpError, match="picks no op"):
+        quantizer.select_ops(model, ["TANH"])
+    with pytest.raises(LhpError, match="bad regular expression"):
+        quantizer.select_ops(model, ["@("])
+
+
+def test_ranges_input_by_contract_output_and_int16_by_extremes() -> None:
+    """Input: [0, 1] (images / 255); output: its extremes (peaks never clipped); mse searches
+    down from the extremes; int16 ops get the extremes back."""
+    images = _inputs(32, 1.0)
+    images[0, 0] = 40.0  # one outlier stretches the extremes
+    model = _sigmoid_gate()
+
+    def ranges(table: dict) -> dict[str, tuple[float, float]]:
+        return {k: (float(np.ravel(v["min"])[0]), float(np.ravel(v["max"])[0])) for k, v in table.items()}
+
+    minmax = quantizer.calibrate(model, images, "minmax")
+    mse = quantizer.calibrate(model, images, "mse")
+    gate = 1.0 / (1.0 + np.exp(-images))
+    for table in (minmax, mse):
+        r = ranges(table)
+        assert r["x"] == quantizer.INPUT_RANGE
+        assert r["out"] == pytest.approx(((gate * images).min(), (gate * images).max()), rel=1e-5)
+        assert table.calibrated["gate"] == pytest.approx((gate.min(), gate.max()), rel=1e-5)
+    assert ranges(minmax)["gate"][1] < gate.max()  # AEQ's averaged per-image maxima
+    assert ranges(mse)["gate"] == pytest.approx(mse.calibrated["gate"])  # nothing worth clipping
+    assert ranges(minmax.widest(["gate"]))["gate"] == pytest.approx(minmax.calibrated["gate"])
+    assert ranges(minmax.widest(["gate"]))["x"] == ranges(minmax)["x"]
+
+
+def test_widen_for_xnnpack_only_touches_ranges_xnnpack_cannot_requantise() -> None:
+    w = np.full((1, 1, 1, 1), 1.0, np.float32)
+    graph = quantizer.FloatGraph(ops=[("CONV_2D", [0, 1], [2]), ("CONV_2D", [0, 1], [3])],
+                                 names=["in", "w", "dead", "live"], constants={1: w}, inputs=[0], outputs=[2, 3])
+    table = {name: {"min": np.array([[lo]], np.float32), "max": np.array([[hi]], np.float32)}
+             for name, lo, hi in (("in", -10.0, 10.0), ("dead", 0.0, 1e-6), ("live", 0.0, 5.0))}
+    assert quantizer.widen_for_xnnpack(table, graph) == 1
+    in_scale = 20.0 / 255
+    dead_scale = float(table["dead"]["max"].ravel()[0]) / 255
+    assert in_scale * (1.0 / 127) / dead_scale < quantizer.XNNPACK_MAX_REQUANT
+    assert float(table["live"]["max"].ravel()[0]) == 5.0
+
+
+def test_bad_calibration_inputs_are_clear() -> None:
+    with pytest.raises(LhpError, match="calibration 'histogram'"):
+        quantizer.calibrate(_sigmoid_gate(), _inputs(), "histogram")
+    with pytest.raises(LhpError, match="at least one image"):
+        quantizer.calibrate(_sigmoid_gate(), _inputs(0), "mse")
+
+
+#: module prefixes that are TensorFlow's (or Keras') internals, not its public API
+PRIVATE = ("tensorflow.python", "tensorflow.lite.python", "tensorflow.lite.tools", "tensorflow.compiler",
+           "tensorflow.core", "keras.src", "tf_keras.src")
+#: the libraries whose ``_underscore`` modules and names are private too
+THIRD_PARTY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_", "tflite_runtime")
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Imports of private modules, ``_private`` attributes of converter-like objects, and
+    assignments that replace a method (monkeypatching) in one source file."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.startswith(PRIVATE) or (
+            n.startswith(THIRD_PARTY) and any(part.startswith("_") for part in n.split(".")[1:]))]
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_experimental"):
+            found.append(f"{path.name}:{node.lineno} uses .{node.attr}")
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute) and target.attr in ("convert", "quantize", "calibrate"):
+                    found.append(f"{path.name}:{node.lineno} replaces .{target.attr}")
+    return found
+
+
+def test_quantisation_code_uses_no_private_tensorflow_api() -> None:
+    files = sorted((ROOT / "converters").glob("*.py")) + sorted((ROOT / "quantize").glob("*.py"))
+    assert len(files) > 10
+    assert [use for f in files for use in _private_uses(f)] == []
+
+
+def test_the_private_api_check_catches_what_it_must(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from tensorflow.python.framework import convert_to_constants\n"
+                   "from tensorflow.lite.python import convert as c\n"
+                   "import tensorflow.lite.tools.flatbuffer_utils\n"
+                   "converter._experimental_calibrate_only = True\n"
+                   "converter.convert = lambda: None\n"
+                   "from ai_edge_quantizer.utils import _private\n"
+                   "from lhp_tf.model.ops import _steps\n")
+    assert {int(use.split(":")[1].split()[0]) for use in _private_uses(bad)} == {1, 2, 3, 4, 5, 6}

@@ -145,6 +145,7 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         raise LhpError(f"--quant {quant!r}: expected one of {', '.join(QUANT_MODES)}")
     if int16 and quant != "int8":
         raise LhpError(f"--int16: mixed precision is for --quant int8, not {quant}")
+    check_int16(int16, recipe)
     meta = metadata_for(spec, quant, recipe)
     meta.update(extra_metadata or {})
     float_model = float_tflite(model)
@@ -157,7 +158,6 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
     if quant == "int16x8":
         return Converted(run_passes(quantizer.quantize(float_model, table, all_int16=True), [metadata(meta)]),
                          float_model, table)
-    check_int16(int16, recipe)
     chosen: list[str] = []
     if list(int16) == [AUTO]:
         from lhp_tf.quantize.mixed import AUTO_FACES, auto_int16
@@ -166,7 +166,7 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
 
         bundle = build_bundle(recipe, recipe.data.train_split, AUTO_FACES)
         choice = auto_int16(float_model, table, np.asarray(images), bundle, recipe.eval.decoder,
-                            lambda data: run_passes(data, [metadata({**meta, "quant": quant})]))
+                            lambda data: run_passes(data, [metadata(meta)]))
         chosen, meta["int16_auto"] = choice.ops, choice.as_dict()
     elif int16:
         chosen = quantizer.select_ops(float_model, int16)

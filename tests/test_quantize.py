@@ -93,7 +93,10 @@ def test_drift_report_with_the_sigmoids_in_int16(run: Path, bundle: Path, tmp_pa
     assert meta["int16_selection"] == ["LOGISTIC"]
     assert not [t for t in graph.tensors if t.dtype == "float32"]
     model = TFLiteModel(mixed)
-    assert model.input_dtype == np.int8 and model.output_dtype == np.int8
+    out_name = graph.tensors[graph.outputs[0]].name  # the heatmap sigmoid (BCE) is a LOGISTIC too
+    assert model.input_dtype == np.int8
+    assert model.output_dtype == (np.int16 if out_name in meta["int16_ops"] else np.int8)
+    assert model.predict(np.full((1, 64, 64, 3), 128, np.uint8)).dtype == np.float32
     ops = op_delegation(mixed)
     assert ops["not_delegated"].get("LOGISTIC") == len(sigmoids)
     assert "int16 ops" in format_drift(r) and "noise-to-signal" in format_drift(r)
@@ -129,3 +132,28 @@ def test_op_groups_follow_the_network_modules() -> None:
     assert op_groups(names) == {
         "other": ["image", "Identity"], "stem": [names[1]], "ccw_s1m0": names[2:4],
         "fusion_s2m1": [names[4]], "transition1": [names[5]], "head": [names[6]]}
+
+
+@pytest.mark.slow
+def test_convert_int16_auto_records_its_choice(run: Path, tmp_path: Path) -> None:
+    """``lhp convert --int16 auto``: the metadata says what was tried and chosen, and the graph
+    computes in int16 exactly where the metadata says."""
+    from lhp_tf.cli import main
+    from lhp_tf.tflite_graph import read_graph
+    from lhp_tf.tflite_metadata import read_metadata
+
+    out = tmp_path / "auto.tflite"
+    assert main(["convert", str(run), "--quant", "int8", "--int16", "auto", "--calib-samples", "8", "-o", str(out)]) == 0
+    meta = read_metadata(out)
+    auto = meta["int16_auto"]
+    assert meta["int16_selection"] == ["auto"]
+    assert auto["trials"][0]["int16_groups"] == 0
+    chosen = [t for t in auto["trials"] if t["int16_groups"] == len(auto["groups"])]
+    assert chosen and chosen[-1]["drift_points"] == auto["drift_points"]
+    assert auto["within_budget"] == (auto["drift_points"] <= auto["budget_points"])
+    graph = read_graph(out)
+    int16 = sorted(graph.tensors[op.outputs[0]].name for op in graph.operators
+                   if op.op != "QUANTIZE" and graph.tensors[op.outputs[0]].dtype == "int16")
+    assert sorted(meta["int16_ops"]) == int16
+    assert bool(int16) == bool(auto["groups"])
+    assert not [t for t in graph.tensors if t.dtype == "float32"]

@@ -66,6 +66,7 @@ XNNPACK_MAX_REQUANT = 256.0
 #: int8 LOGISTIC's fixed output quantisation (scale 1/256, zero point -128): its real range.
 LOGISTIC_RANGE = (0.0, 255.0 / 256.0)
 
+
 class RangeTable(dict):
     """AEQ's QSV table (``{tensor name: {"min", "max"}}``: the int8 ranges), plus ``calibrated``:
     each tensor's extremes over all calibration images, the range int16 tensors get (with

@@ -197,9 +197,8 @@ def quantize(float_model: bytes, table: RangeTable, int16_outputs: Sequence[str]
     return data
 
 
-def activations(float_model: bytes, images: Iterable[np.ndarray], tensors: Sequence[int],
-                seed: int = 0) -> dict[int, np.ndarray]:
-    """Up to :data:`SEARCH_VALUES` sampled values per image of each of ``tensors``, float model,
+def _tensor_values(float_model: bytes, images: Iterable[np.ndarray]) -> Iterator[Any]:
+    """An interpreter of the float model holding every tensor of one image at a time, on the
     reference kernels (a delegate computes its partition's inner tensors out of sight)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -208,13 +207,19 @@ def activations(float_model: bytes, images: Iterable[np.ndarray], tensors: Seque
                                   experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     index = interpreter.get_input_details()[0]["index"]
-    rng = np.random.default_rng(seed)
-    samples: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
-    for n, img in enumerate(images):
-        if n == SEARCH_IMAGES:
-            break
+    for img in images:
         interpreter.set_tensor(index, np.asarray(img, np.float32)[None])
         interpreter.invoke()
+        yield interpreter
+
+
+def activations(float_model: bytes, images: Iterable[np.ndarray], tensors: Sequence[int],
+                seed: int = 0) -> dict[int, np.ndarray]:
+    """Up to :data:`SEARCH_VALUES` sampled values per image of each of ``tensors`` (float
+    model), over the first :data:`SEARCH_IMAGES` images."""
+    rng = np.random.default_rng(seed)
+    samples: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
+    for interpreter in _tensor_values(float_model, list(images)[:SEARCH_IMAGES]):
         for t in tensors:
             values = interpreter.get_tensor(t).ravel()
             if values.size > SEARCH_VALUES:
@@ -224,19 +229,10 @@ def activations(float_model: bytes, images: Iterable[np.ndarray], tensors: Seque
 
 
 def extremes(float_model: bytes, images: Iterable[np.ndarray], tensors: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """The min and max of each of ``tensors`` over all ``images`` (float model, reference kernels)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    with _quiet():
-        interpreter = Interpreter(model_content=float_model, experimental_preserve_all_tensors=True,
-                                  experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
+    """The min and max of each of ``tensors`` over all ``images`` (float model)."""
     lo = dict.fromkeys(tensors, np.inf)
     hi = dict.fromkeys(tensors, -np.inf)
-    for img in images:
-        interpreter.set_tensor(index, np.asarray(img, np.float32)[None])
-        interpreter.invoke()
+    for interpreter in _tensor_values(float_model, images):
         for t in tensors:
             values = interpreter.get_tensor(t)
             lo[t], hi[t] = min(lo[t], float(values.min())), max(hi[t], float(values.max()))

@@ -17,6 +17,7 @@ Reading metadata stays pure Python (:mod:`lhp_tf.tflite_metadata`), so a board n
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -59,7 +60,9 @@ def op_kind(model: Any, op: Any) -> str:
     return names.get(max(int(code.builtinCode), int(code.deprecatedBuiltinCode)), "")
 
 
+@functools.cache
 def _builtin_names() -> dict[int, str]:
+    """BuiltinOperator code -> name, built once (op_kind runs per op in a pass's loop)."""
     ops = _schema().BuiltinOperator
     return {v: k for k, v in vars(ops).items() if not k.startswith("_")}
 

@@ -30,7 +30,8 @@ absolute extremes, 0.00472-0.00475 with ``mse`` from either. It needs no private
 no calibrate-only converter flag and no float-island repair.
 
 int16 is an option, not the default: XNNPACK has no int16 kernels. On lhp-small with every
-LOGISTIC in int16, XNNPACK took 914 of 1,154 nodes in 31 partitions (the 80 LOGISTICs and 160
+LOGISTIC in int16 (``lhp convert --quant int8 --int16 LOGISTIC``, then ``lhp bench``), XNNPACK took
+914 of 1,154 nodes in 31 partitions (the 80 LOGISTICs and 160
 int8<->int16 QUANTIZEs ran on the reference kernels), and tflite-runtime 2.14 cannot load the
 model at all (its int8->int16 QUANTIZE kernel is missing; ``lhp bench`` says so in one line).
 Integer NPUs take it: Vela placed every int16 op of a mixed lhp-large on Ethos-U55 and U85

@@ -40,9 +40,27 @@ this 2-core x86 machine; see the measurements section):
   taps quantise to 63.5 -> 64 steps of 1/127 (0.4% error on the end taps).
 * SCAF's chain of outer MULs (an (h, w, 1) map times (1, 1, C) weights) and ADDs stays: a
   dynamic-weight matmul form needs BATCH_MATMUL, which Ethos-U55/U65 and XNNPACK int8 lack.
+  Target ``npu`` first broadcasts the map to C channels with a constant 1x1 conv of ones
+  (exact: weight 1 is 127 x 1/127 in int8), so each MUL broadcasts one way only: Vela lowers
+  a two-way broadcast MUL to an ADD plus a MUL, 6x the cycles of conv + MUL on U55-256
+  (24x24x40 alone: 102,528 vs 17,164 cycles). Trained lhp-small (`runs/synthetic-300w-small-2x`,
+  ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512 ethos-u85-256``): U55-256 5.98 ->
+  5.64 ms, U65-512 1.50 -> 1.43 ms, U85-256 2.18 -> 2.25 ms (U85 broadcasts natively). On
+  XNNPACK the two-way MUL stays faster (the measurement below).
+* **Conv -> BatchNorm pairs fold into one conv with bias** (every target): the converter folds
+  them anyway (same ops, outputs within 1e-6), but the graph TensorFlow traces and converts is
+  80 layers smaller on lhp-small, part of what brought ``lhp convert`` under 30 s.
 
-Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ only in the x4/x8
-bilinear upsamples; the npu form also runs fully delegated on XNNPACK, 9% slower there.
+Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
+upsamples and SCAF's broadcast; the npu form also runs fully delegated on XNNPACK.
+
+Tried on Vela and not adopted: global average pools as AVERAGE_POOL_2D over the whole map
+(half the U55 cycles of MEAN; lhp-small U55-256 5.19 ms with them, 5.69 without, both with
+the merged FCs below), because the int8 file then
+fails to load under LiteRT's default XNNPACK delegate ("failed to create XNNPACK runtime",
+from the CCW pools; the fusion pools alone load); SCAF's attention FCs merged per receiver
+(fc1 side by side, fc2 block-diagonal): the block-diagonal weights triple the weight traffic
+that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms merged vs 5.64 ms not).
 
 Measurements (98 landmarks, untrained weights with trained-like magnitudes; "before" is the
 graph ``inference_model`` exported until now; int8 with min/max ranges; Vela 5.2 with its
@@ -214,12 +232,46 @@ def _exact_bilinear(x: Any, s: int, name: str, keras: Any) -> Any:
                                                name=name), x, [np.tile(taps[None, :, None, None], (1, 1, c, 1))])
 
 
-def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> Any:
+def _bn_after_conv(model: Any, keras: Any) -> dict[str, Any]:
+    """``{conv name: the BatchNormalization it alone feeds}`` for every linear conv -> BN pair."""
+    consumers: dict[int, int] = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                consumers[id(t)] = consumers.get(id(t), 0) + 1
+    pairs = {}
+    for bn in model.layers:
+        if type(bn) is not keras.layers.BatchNormalization or bn.axis not in (-1, 3) or len(bn._inbound_nodes) != 1:
+            continue
+        (x,) = bn._inbound_nodes[0].input_tensors
+        conv = _producer(x)
+        if (type(conv) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and consumers.get(id(x)) == 1
+                and len(conv._inbound_nodes) == 1 and conv.activation is keras.activations.linear):
+            pairs[conv.name] = bn
+    return pairs
+
+
+def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any) -> Any:
+    """``bn(conv(x))`` as one conv with bias: kernel and bias scaled by gamma / sqrt(var + eps)."""
+    mean, var = np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)
+    gamma = np.asarray(bn.gamma) if bn.scale else np.ones_like(mean)
+    beta = np.asarray(bn.beta) if bn.center else np.zeros_like(mean)
+    factor = gamma / np.sqrt(var + bn.epsilon)
+    kernel = np.asarray(conv.kernel)
+    bias = np.asarray(conv.bias) if conv.use_bias else np.zeros_like(mean)
+    # Conv2D kernels end in output channels; depthwise ones in (input channel, multiplier)
+    kernel = kernel * factor.reshape(kernel.shape[-2:] if type(conv) is keras.layers.DepthwiseConv2D else (-1,))
+    config = {**conv.get_config(), "use_bias": True, "trainable": False}
+    return _fixed(type(conv).from_config(config), x, [kernel, beta + (bias - mean) * factor])
+
+
+def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batch_size: int | None = None) -> Any:
     """``model`` restructured for ``target`` ("xnnpack": CPU; "npu": Ethos-U class NPUs) and
     ``quant`` ("float", "int8", "int16x8"); same function (float: within 1e-4 on heatmaps).
 
-    ``model`` must be a functional Keras model built by :mod:`lhp_tf.model` (batch 1), with
-    or without the heatmap activation. Trained layers are shared with ``model``.
+    ``model`` must be a functional Keras model built by :mod:`lhp_tf.model`, with or without
+    the heatmap activation, at batch 1 or re-called here on a ``batch_size`` input (the
+    trained model's dynamic batch). Trained layers are shared with ``model``.
     """
     from lhp_tf.model.kbackend import keras
     from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample
@@ -244,6 +296,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> A
             raise LhpError(f"{layer.name}: expected one resize layer after it ({' or '.join(sorted(names))})")
         resize_of[layer.name] = (follow[0], means[0])
     moved = {lay.name for lay, _ in resize_of.values()}
+    folded = _bn_after_conv(model, keras)
+    folded_bns = {bn.name for bn in folded.values()}
 
     def resize(layer: Any, x: Any) -> Any:
         k = _pool_factor(layer, keras)
@@ -251,13 +305,30 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> A
             return _pool(x, k, layer.name, stepped_pools, keras)
         return layer(x)
 
+    def scaf_mul(layer: Any, a: Any, b: Any) -> Any:
+        """SCAF's (h, w, 1) x (1, 1, C) product; for an NPU the map first becomes C channels
+        through a constant 1x1 conv of ones (exact), so the MUL broadcasts one way only."""
+        if target == "npu":
+            (m, w) = (a, b) if int(a.shape[-1]) == 1 else (b, a)
+            c = int(w.shape[-1])
+            if int(m.shape[-1]) == 1 and tuple(w.shape[1:3]) == (1, 1) and c > 1:
+                ones = keras.layers.Conv2D(c, 1, use_bias=False, trainable=False, name=f"{layer.name}_bcast")
+                return layer([_fixed(ones, m, [np.ones((1, 1, 1, c), np.float32)]), w])
+        return layer([a, b])
+
     def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
         x = args[0]
         if layer.name in resize_of:
             follow, i = resize_of[layer.name]
-            return layer([resize(follow, x[i]), x[1 - i]])
+            return scaf_mul(layer, resize(follow, x[i]), x[1 - i])
+        if _SCAF_MUL.match(layer.name) and type(layer) is keras.layers.Multiply and len(x) == 2:
+            return scaf_mul(layer, *x)
         if layer.name in moved:
             return x  # applied before the multiply
+        if layer.name in folded:
+            return _folded_conv(layer, folded[layer.name], x, keras)
+        if layer.name in folded_bns:
+            return x  # folded into the conv before it
         if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= SHUFFLE_CONV_MAX_CHANNELS):
             return _shuffle_conv(x, layer.groups, layer.name, keras)
         if isinstance(layer, ChannelMean):
@@ -275,7 +346,11 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float") -> A
             return layer(x)
         return layer(*args, **kwargs)
 
+    inputs = None
+    if batch_size is not None:
+        inputs = [keras.Input(batch_shape=(batch_size, *model.inputs[0].shape[1:]), name=model.inputs[0].name)]
     try:
-        return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call)
+        return keras.models.clone_model(keras.Model(model.inputs, model.outputs, name=model.name),
+                                        input_tensors=inputs, clone_function=lambda layer: layer, call_function=call)
     except (ValueError, TypeError) as exc:
         raise LhpError(f"deploy graph of {model.name}: {exc}") from exc

@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lhp_tf.quantize.calibration import calibration_images
+
 from lhp_tf.errors import LhpError
 from lhp_tf.kinds import QUANT_MODES
 
@@ -49,9 +51,14 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     check_int16(int16, rec)
     if to == "tflite" and dynamic_batch:
         raise LhpError("--dynamic-batch: TFLite exports use batch 1 (a dynamic batch breaks XNNPACK)")
+    calibrating = to == "tflite" and quant != "float"
+    if calibrating and rec is None:
+        raise LhpError(f"{checkpoint}: --quant {quant} calibrates on the training images, and no "
+                       f"recipe names them (none beside the checkpoint): pass --recipe RECIPE")
     trained, spec = load_checkpoint(checkpoint, rec)
     model = inference_model(trained, spec, batch_size=None if dynamic_batch else 1, where=str(checkpoint),
                             target=target if to == "tflite" else None, quant=quant)
+    images = calibration_images(rec, calib_samples) if calibrating else None
     out = Path(output)
     if to == "saved_model":
         from .saved_model import export_saved_model
@@ -62,13 +69,5 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
 
         write_bytes(out, convert_onnx(model, opset or DEFAULT_OPSET))
         return out
-    images = None
-    if quant != "float":
-        from lhp_tf.quantize.calibration import calibration_images
-
-        if rec is None:
-            raise LhpError(f"{checkpoint}: --quant {quant} calibrates on the training images, and no "
-                           f"recipe names them (none beside the checkpoint): pass --recipe RECIPE")
-        images = calibration_images(rec, calib_samples)
     write_bytes(out, convert_tflite(model, spec, quant, images, rec, extra_metadata={"target": target}, int16=int16))
     return out

@@ -102,9 +102,9 @@ def op_groups(names: Sequence[str]) -> dict[str, list[str]]:
     ``fusion_s2m1``, ``head``; ``other`` for what no module claims), in graph order."""
     groups: dict[str, list[str]] = {}
     for name in names:
-        first = name.split(";")[0]
-        layer = first.split("/")[1] if "/" in first else first
-        m = _GROUP.match(layer)
+        # "layer/op" (Keras 3 export) or "model/layer/op" (tf_keras): the first part naming a module
+        found = (_GROUP.match(part) for part in name.split(";")[0].split("/"))
+        m = next((f for f in found if f), None)
         groups.setdefault(m.group(1) if m else "other", []).append(name)
     return groups
 

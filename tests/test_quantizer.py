@@ -100,6 +100,36 @@ def test_ranges_input_by_contract_output_and_int16_by_extremes() -> None:
     assert ranges(minmax.widest(["gate"]))["x"] == ranges(minmax)["x"]
 
 
+def test_one_calibration_pass_gives_aeqs_own_table_and_the_extremes() -> None:
+    """Our update function (moving average + running extremes, on floats) reproduces AEQ's own
+    calibration exactly: if AEQ changes its smoothing, this fails."""
+    from ai_edge_quantizer.calibrator import CalibrationMode
+
+    model = _sigmoid_gate()
+    images = _inputs(24, 1.0)
+    ours = quantizer._calibration_pass(model, images)
+    with quantizer._quiet():
+        theirs = quantizer._quantizer(model).calibrate(quantizer._feed(images),
+                                                       mode=CalibrationMode.CALIBRATION_PROFILER_BASED)
+    assert set(ours) == set(theirs)
+    for name, qsv in theirs.items():
+        for key in ("min", "max"):
+            assert float(np.ravel(ours[name][key])[0]) == pytest.approx(float(np.ravel(qsv[key])[0]), rel=1e-6)
+    assert ours.calibrated["x"] == pytest.approx((images.min(), images.max()), rel=1e-6)
+    gate = 1.0 / (1.0 + np.exp(-images))
+    assert ours.calibrated["gate"] == pytest.approx((gate.min(), gate.max()), rel=1e-5)
+
+
+def test_histogram_search_matches_the_search_on_raw_values() -> None:
+    """The MSE search on a histogram picks the scale a search over the raw values picks."""
+    rng = np.random.default_rng(1)
+    for x in (np.maximum(rng.standard_t(3, 50_000), 0.0), rng.normal(0.0, 1.0, 50_000), rng.uniform(-1, 3, 50_000)):
+        lo, hi = float(x.min()), float(x.max())
+        raw = [quantizer._quantisation_mse(x, min(lo, 0.0) * s, max(hi, 0.0) * s) for s in quantizer.SCALES]
+        picked = quantizer.best_scale(x, lo, hi)
+        assert raw[list(quantizer.SCALES).index(picked)] <= min(raw) * 1.02
+
+
 def test_widen_for_xnnpack_only_touches_ranges_xnnpack_cannot_requantise() -> None:
     w = np.full((1, 1, 1, 1), 1.0, np.float32)
     graph = quantizer.FloatGraph(ops=[("CONV_2D", [0, 1], [2]), ("CONV_2D", [0, 1], [3])],

@@ -15,7 +15,9 @@ inference read the spec from it rather than from a recipe found beside it.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import zipfile
 import zlib
 from typing import Any
@@ -128,9 +130,27 @@ def load_model(path: str | os.PathLike[str], compile: bool = False) -> Any:
     if str(path).endswith(".keras"):
         _check_keras_archive(path)
     try:
-        return keras.models.load_model(path, compile=compile)
+        if compile or not str(path).endswith(".keras"):
+            return keras.models.load_model(path, compile=compile)
+        return _load_keras_archive(path)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise LhpError(f"{path}: cannot load the model: {exc}") from None
+
+
+def _load_keras_archive(path: str | os.PathLike[str]) -> Any:
+    """A ``.keras`` file in Keras's own two public steps: the model from ``config.json``, then
+    its weights, read from a real file. ``keras.models.load_model`` reads the HDF5 weights
+    through the zip member, which cost lhp-small 1.4 s of its 5.8 s load (same weights)."""
+    with zipfile.ZipFile(path) as z:
+        config = json.loads(z.read("config.json"))
+        weights = z.read("model.weights.h5")
+    model = keras.saving.deserialize_keras_object(config)
+    with tempfile.TemporaryDirectory(prefix="lhp_load_") as tmp:
+        file = os.path.join(tmp, "model.weights.h5")
+        with open(file, "wb") as f:
+            f.write(weights)
+        model.load_weights(file)
+    return model
 
 
 def load_trained(path: str | os.PathLike[str], recipe: Any = None) -> tuple[Any, Any]:

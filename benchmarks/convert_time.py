@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="conversions per kind; the median is compared "
                    "(wall time on a shared machine varies by +-10%%)")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     failed = False
     with tempfile.TemporaryDirectory(prefix="lhp_convert_time_") as tmp:

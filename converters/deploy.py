@@ -62,7 +62,9 @@ from the CCW pools; the fusion pools alone load); SCAF's attention FCs merged pe
 (fc1 side by side, fc2 block-diagonal): the block-diagonal weights triple the weight traffic
 that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms merged vs 5.64 ms not).
 
-Measurements (98 landmarks, untrained weights with trained-like magnitudes; "before" is the
+Measurements (taken before conv+BN folding and the npu form's broadcast conv; current figures
+for a trained lhp-small are in the SCAF bullet above. 98 landmarks, untrained weights with
+trained-like magnitudes; "before" is the
 graph ``inference_model`` exported until now; int8 with min/max ranges; Vela 5.2 with its
 default system configuration per accelerator). Ops / max rank / Vela ops on the NPU and
 estimate for U55-256, U65-512, U85-256:
@@ -271,7 +273,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
 
     ``model`` must be a functional Keras model built by :mod:`lhp_tf.model`, with or without
     the heatmap activation, at batch 1 or re-called here on a ``batch_size`` input (the
-    trained model's dynamic batch). Trained layers are shared with ``model``.
+    trained model's dynamic batch). Trained layers are shared with ``model``, except convs
+    followed by BatchNorm: those become new frozen convs holding the folded weights.
     """
     from lhp_tf.model.kbackend import keras
     from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample

@@ -1,8 +1,9 @@
 """Checkpoint -> deployable file in one call: what ``lhp convert`` does.
 
-The checkpoint says what it is (its :class:`lhp_tf.spec.ModelSpec`): the network is rebuilt
-from that spec at batch 1 in heatmap space, weights move by layer name, and the .tflite
-metadata carries the spec whole. The recipe beside the checkpoint (or ``--recipe``) is read
+The checkpoint says what it is (its :class:`lhp_tf.spec.ModelSpec`): the network is brought to
+batch 1 in heatmap space (:mod:`lhp_tf.converters.inference_model`: the TFLite deploy graph
+re-calls the trained layers; other formats and spec-less checkpoints are rebuilt from the spec
+with weights moved by layer name), and the .tflite metadata carries the spec whole. The recipe beside the checkpoint (or ``--recipe``) is read
 only for what the checkpoint cannot hold: the model's name and recipe hash for the metadata,
 and the training images that calibrate int8/int16x8 (``lhp_tf.quantize.calibration``). A float
 export needs no recipe at all; an older checkpoint without a spec needs its recipe.

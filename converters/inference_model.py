@@ -3,9 +3,13 @@
 Training builds the network with a dynamic batch and outputs heatmap logits. Deployment wants
 neither: a dynamic batch adds SHAPE/RESHAPE ops that stop XNNPACK from taking the graph
 (docs/FACTS.md, section 6), and a board should read heatmaps without knowing which loss was
-used. So the network is rebuilt from the checkpoint's own spec with ``batch_size=1``, its
-weights are moved over by layer name (:mod:`lhp_tf.model.weights`), and the codec's heatmap
-activation is appended (a sigmoid after BCE).
+used. So the network is brought to ``batch_size=1`` and the codec's heatmap activation is
+appended (a sigmoid after BCE). For a TFLite export the deploy graph re-calls the checkpoint's
+own trained layers on a batch-1 input (the checkpoint carries its spec, so its graph is that
+spec's network); a checkpoint saved before models carried their spec, whose spec comes from a
+recipe, and the ONNX/SavedModel exports are rebuilt from the spec with the weights moved over
+by layer name (:mod:`lhp_tf.model.weights`: a recipe that does not match the weights is an
+error naming the layer).
 
 One deployment rewrite follows (:func:`xnnpack_friendly`): XNNPACK runs AVERAGE_POOL_2D only
 in float, so in an int8 graph the CCW cross-resolution pools and the SCAF downsampling pools
@@ -48,20 +52,24 @@ def inference_model(trained: Any, spec: ModelSpec, batch_size: int | None = 1,
     best for ``quant`` (:func:`lhp_tf.converters.deploy.deploy_model`: same function, rank-4,
     NPU-clean ops); without one (ONNX, SavedModel) only the pools are rewritten.
     """
-    from lhp_tf.model.network import build_from_spec, with_activation
+    from lhp_tf.model.network import build_from_spec, spec_of, with_activation
     from lhp_tf.model.weights import transfer_weights
 
-    if target is not None:
-        if batch_size != 1:
-            raise LhpError(f"{where}: the deploy graph (--target {target}) is built at batch 1")
+    if target is not None and batch_size != 1:
+        raise LhpError(f"{where}: the deploy graph (--target {target}) is built at batch 1")
+    if target is not None and spec_of(trained) is not None:
         from .deploy import deploy_model
 
         # the deploy rewrite rebuilds the graph anyway: it re-calls the trained layers on a
         # batch-1 input, so no second build and weight copy (lhp-small: 3.3 s of `lhp convert`)
         return deploy_model(with_activation(trained, spec.codec.activation), target, quant, batch_size=1)
-    fixed = build_from_spec(spec.arch, batch_size=batch_size)
+    fixed = with_activation(build_from_spec(spec.arch, batch_size=batch_size), spec.codec.activation)
     transfer_weights(trained, fixed, where)
-    return xnnpack_friendly(with_activation(fixed, spec.codec.activation))
+    if target is None:
+        return xnnpack_friendly(fixed)
+    from .deploy import deploy_model
+
+    return deploy_model(fixed, target, quant)
 
 
 def xnnpack_friendly(model: Any) -> Any:

@@ -58,7 +58,8 @@ from lhp_tf.kinds import CALIBRATIONS
 from .passes import INPUT_NAME, SIGNATURE_KEY
 
 #: Calibration images the MSE range search reads (every value of every activation: on
-#: lhp-small's 24x24 maps 16 images are 5x the 32 x 2,048 sampled values it used to read).
+#: lhp-small's 24x24 maps 16 images are 5x the 32 x 2,048 sampled values it used to read);
+#: also the images the noise ranking (:func:`rank_ops`, ``lhp quantize drift``) samples.
 SEARCH_IMAGES = 16
 #: Values sampled per tensor per image by the noise ranking (:func:`rank_ops`).
 SEARCH_VALUES = 2048
@@ -75,8 +76,7 @@ SMOOTHING = 0.95
 #: 40 % slower (AEQ's default; the per-op profiling serialises on Python).
 CALIBRATION_THREADS = 1
 #: XNNPACK refuses an int8 convolution whose requantisation scale
-#: input_scale * filter_scale / output_scale (an average pool: input_scale / output_scale) is
-#: 256 or more (the whole graph then fails to load).
+#: input_scale * filter_scale / output_scale is 256 or more (the whole graph then fails to load).
 XNNPACK_MAX_REQUANT = 256.0
 #: int8 LOGISTIC's fixed output quantisation (scale 1/256, zero point -128): its real range.
 LOGISTIC_RANGE = (0.0, 255.0 / 256.0)
@@ -279,7 +279,7 @@ def histograms(float_model: bytes, images: Iterable[np.ndarray],
     spans = {}
     for t, (lo, hi) in ranges.items():
         lo, hi = min(lo, 0.0), max(hi, 0.0)
-        if hi > lo:
+        if hi > lo and np.isfinite(hi - lo):
             spans[t] = (lo, HIST_BINS / (hi - lo))
     bins: dict[int, list[np.ndarray]] = {t: [] for t in spans}
     for interpreter in _tensor_values(float_model, list(images)[:SEARCH_IMAGES]):
@@ -303,6 +303,8 @@ def best_scale_counts(counts: np.ndarray, lo: float, hi: float) -> float:
     a :func:`histograms` row counts over ``(lo, hi)`` (each value taken at its bin's centre)."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     occupied = np.flatnonzero(counts)
+    if not occupied.size:
+        return 1.0
     x = (lo + (occupied + 0.5) * ((hi - lo) / len(counts))).astype(np.float32)
     scales = SCALES.astype(np.float32)[:, None]
     a, step = lo * scales, (hi - lo) * scales / 255.0
@@ -367,22 +369,18 @@ def _int8_scale(lo: float, hi: float) -> float:
 
 
 def widen_for_xnnpack(table: RangeTable, graph: FloatGraph) -> int:
-    """Widen conv and average-pool output ranges so narrow that XNNPACK cannot requantise into them.
+    """Widen conv output ranges so narrow that XNNPACK cannot requantise into them.
 
     A convolution whose output is almost constant (a ReLU that is nearly always off, say)
     calibrates to a tiny range, hence a tiny output scale, and XNNPACK then rejects the whole
-    graph; so does a global average pool (the NPU form's MEAN) whose mean varies far less than
-    its input. Widening such a range to the smallest XNNPACK accepts costs nothing: the values
+    graph. Widening such a range to the smallest XNNPACK accepts costs nothing: the values
     still fit, with a step far below anything downstream resolves. Returns how many were widened.
     """
     widened = 0
     for kind, ins, outs in graph.ops:
-        if kind == "AVERAGE_POOL_2D":  # requantises by input_scale / output_scale alone
-            filter_scale = 1.0
-        elif kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(ins) >= 2 and ins[1] in graph.constants:
-            filter_scale = float(np.abs(graph.constants[ins[1]]).max()) / 127.0
-        else:
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(ins) < 2 or ins[1] not in graph.constants:
             continue
+        filter_scale = float(np.abs(graph.constants[ins[1]]).max()) / 127.0
         r_in, r_out = _range(table, graph.names[ins[0]]), _range(table, graph.names[outs[0]])
         if r_in is None or r_out is None:
             continue

@@ -83,7 +83,7 @@ def make_converter(model: Any) -> Any:
     """A float ``TFLiteConverter`` for ``model`` (Keras 3 or tf_keras)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model)], model)
     # Converting the traced graph directly skips the SavedModel round trip TF 2.21 makes by
     # default (lhp-small float: 46 -> 13 s; same ops, same outputs); the converter freezes.
     converter.experimental_lower_to_saved_model = False

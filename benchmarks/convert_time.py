@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             # first conversion materialises the synthetic calibration images: not timed
             subprocess.run([sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", "float",
                             "-o", str(Path(tmp) / "warm.tflite")], check=True, capture_output=True)
+        outputs = {quant: Path(tmp) / f"lhp-small_{quant}.tflite" for quant in args.quant}
         walls: dict[str, list[float]] = {quant: [] for quant in args.quant}
         for _ in range(args.rounds):
-            for quant in args.quant:  # interleaved: a slow spell of the machine hits every kind
-                out = Path(tmp) / f"lhp-small_{quant}.tflite"
+            for quant, out in outputs.items():  # interleaved: a slow spell of the machine hits every kind
                 cmd = [sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", quant, "-o", str(out)]
                 start = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = f" (target: median <= {target:.0f} s: {'OK' if ok else 'MISSED'})"
             rounds = ", ".join(f"{t:.1f}" for t in times)
             print(f"lhp convert lhp-small --quant {quant}: median {median:.1f} s wall over {len(times)} runs "
-                  f"({rounds}), {out.with_name(f'lhp-small_{quant}.tflite').stat().st_size / 1e3:.0f} kB{verdict}",
+                  f"({rounds}), {outputs[quant].stat().st_size / 1e3:.0f} kB{verdict}",
                   flush=True)
     return 1 if failed else 0
 

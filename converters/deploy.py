@@ -42,8 +42,8 @@ this 2-core x86 machine; see the measurements section):
   dynamic-weight matmul form needs BATCH_MATMUL, which Ethos-U55/U65 and XNNPACK int8 lack.
   Target ``npu`` first broadcasts the map to C channels with a constant 1x1 conv of ones
   (exact: weight 1 is 127 x 1/127 in int8), so each MUL broadcasts one way only: Vela lowers
-  a two-way broadcast MUL to an ADD plus a MUL, 6x the cycles of conv + MUL on U55-256
-  (24x24x40 alone: 102,528 vs 17,164 cycles). Trained lhp-small (`runs/synthetic-300w-small-2x`,
+  a two-way broadcast MUL to an ADD plus a MUL, several times the cycles of conv + MUL on
+  U55-256 (``vela --verbose-performance``). Trained lhp-small (`runs/synthetic-300w-small-2x`,
   ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512 ethos-u85-256``): U55-256 5.98 ->
   5.64 ms, U65-512 1.50 -> 1.43 ms, U85-256 2.18 -> 2.25 ms (U85 broadcasts natively). On
   XNNPACK the two-way MUL stays faster (the measurement below).
@@ -54,7 +54,7 @@ this 2-core x86 machine; see the measurements section):
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples and SCAF's broadcast; the npu form also runs fully delegated on XNNPACK.
 
-Tried on Vela and not adopted: global average pools as AVERAGE_POOL_2D over the whole map
+Tried on Vela in trial builds (code not kept) and not adopted: global average pools as AVERAGE_POOL_2D over the whole map
 (half the U55 cycles of MEAN; lhp-small U55-256 5.19 ms with them, 5.69 without, both with
 the merged FCs below), because the int8 file then
 fails to load under LiteRT's default XNNPACK delegate ("failed to create XNNPACK runtime",

@@ -61,7 +61,7 @@ def inference_model(trained: Any, spec: ModelSpec, batch_size: int | None = 1,
         from .deploy import deploy_model
 
         # the deploy rewrite rebuilds the graph anyway: it re-calls the trained layers on a
-        # batch-1 input, so no second build and weight copy (lhp-small: 3.3 s of `lhp convert`)
+        # batch-1 input, so no second build and weight copy
         return deploy_model(with_activation(trained, spec.codec.activation), target, quant, batch_size=1)
     fixed = with_activation(build_from_spec(spec.arch, batch_size=batch_size), spec.codec.activation)
     transfer_weights(trained, fixed, where)

@@ -10,8 +10,7 @@ Google's ai-edge-quantizer (AEQ) in its three public steps, with our range passe
    (``{tensor name: {"min", "max"}}``): per-image min and max, averaged over the images with a
    0.95 moving average, so a few outlier images do not set the range. Our update function
    (AEQ's ``qsv_update_func``) keeps each tensor's extremes in the same pass, in plain floats:
-   the same table, in 2.0 s instead of 4.6 s plus a 3.0 s second pass for the extremes
-   (lhp-small, 200 images);
+   the same table (tested), without the second pass over every image the extremes took;
 2. **edit the table**: the input gets the image contract's [0, 1] (x / 255, so uint8 pixels
    quantise exactly); outputs get their extremes (heatmap peaks are what the decoder reads,
    never clipped); ``mse`` calibration searches each activation's range from its extremes
@@ -67,13 +66,13 @@ SEARCH_VALUES = 2048
 SCALES = np.linspace(0.2, 1.0, 41)
 #: Bins of the histogram the MSE search reads, over each tensor's extremes: at the narrowest
 #: candidate (0.2 of the range) 6.4 bins per int8 step. The search costs 41 candidates x the
-#: occupied bins instead of 41 x the values (lhp-small: 6.8 s -> under 1 s).
+#: occupied bins instead of 41 x the values.
 HIST_BINS = 8192
 #: AEQ's moving-average factor (``qsv_utils.moving_average_update``): each image moves a
 #: range 5 % of the way. ``tests/test_quantizer.py`` holds our table equal to AEQ's own.
 SMOOTHING = 0.95
-#: Calibration interpreter threads: on this 2-core machine 1 thread is as fast as 2 and 16 is
-#: 40 % slower (AEQ's default; the per-op profiling serialises on Python).
+#: Calibration interpreter threads: the per-op profiling serialises on Python, so more threads
+#: only add contention (AEQ's default of 16 was slower on the 2-core CI machine).
 CALIBRATION_THREADS = 1
 #: XNNPACK refuses an int8 convolution whose requantisation scale
 #: input_scale * filter_scale / output_scale is 256 or more (the whole graph then fails to load).
@@ -380,13 +379,13 @@ def widen_for_xnnpack(table: RangeTable, graph: FloatGraph) -> int:
     for kind, ins, outs in graph.ops:
         if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(ins) < 2 or ins[1] not in graph.constants:
             continue
-        filter_scale = float(np.abs(graph.constants[ins[1]]).max()) / 127.0
         r_in, r_out = _range(table, graph.names[ins[0]]), _range(table, graph.names[outs[0]])
         if r_in is None or r_out is None:
             continue
-        needed = _int8_scale(*r_in) * filter_scale / XNNPACK_MAX_REQUANT * 1.05
+        w = float(np.abs(graph.constants[ins[1]]).max())
+        needed = _int8_scale(*r_in) * w / 127.0 / XNNPACK_MAX_REQUANT * 1.05
         current = _int8_scale(*r_out)
-        if filter_scale == 0.0 or current >= needed:
+        if w == 0.0 or current >= needed:
             continue
         extra = (needed - current) * 255.0
         lo, hi = r_out

@@ -66,8 +66,9 @@ def concrete_function(model: Any) -> Any:
     if not hasattr(model, "stateless_call"):  # tf_keras (the QAT model): variables, frozen by the converter
         return tf.function(lambda image: model(image, training=False)).get_concrete_function(spec)
     # Keras 3: the weights enter the trace as constants (Keras's public stateless call), so the
-    # converter has no variable to freeze (lhp-small float conversion 8.5 -> 7.3 s, same ops and
-    # outputs). Tensor names then lack the model-name prefix: they start at the layer name.
+    # converter has no variable to freeze (same ops and outputs; part of what
+    # benchmarks/convert_time.py measures). Tensor names then lack the model-name prefix: they
+    # start at the layer name.
     trainable = [np.asarray(v) for v in model.trainable_variables]
     fixed = [np.asarray(v) for v in model.non_trainable_variables]
 
@@ -88,8 +89,8 @@ def make_converter(model: Any) -> Any:
     # default (lhp-small float: 46 -> 13 s; same ops, same outputs); the converter freezes.
     converter.experimental_lower_to_saved_model = False
     # TF's own CONVERSION_METADATA entry (its version and options) costs a parse and a
-    # re-serialisation of the whole flatbuffer in Python (lhp-small: ~1.5 s); our metadata pass
-    # records what a board needs.
+    # re-serialisation of the whole flatbuffer in Python; our metadata pass records what a board
+    # needs.
     converter.exclude_conversion_metadata = True
     return converter
 

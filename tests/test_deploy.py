@@ -69,15 +69,12 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     # narrow shuffles became permutation convs, wide ones stay the (rank-4) layer
     wide = [int(la.output.shape[-1]) for la in layers if isinstance(la, ChannelShuffle)]
     assert wide == ([] if target == "npu" else [64])
-    every_pool = [la for la in layers if type(la) is keras.layers.AveragePooling2D]
-    global_pools = [la for la in every_pool if tuple(la.output.shape[1:3]) == (1, 1)]
-    pools = [la for la in every_pool if la not in global_pools]
+    pools = [la for la in layers if type(la) is keras.layers.AveragePooling2D]
     strides = [max(la.strides) for la in layers if type(la) is keras.layers.DepthwiseConv2D]
     if quant == "float" and target == "xnnpack":
         assert pools and max(strides) == 2  # AVERAGE_POOL_2D kept in float; stride-2 depthwise of the backbone
     else:
         assert not pools and max(strides) == 2  # pools became 2x2 stride-2 depthwise steps
-    assert not global_pools  # global average pools stay MEAN
     # every conv -> BN pair is one conv with bias
     assert not [la for la in layers if type(la) is keras.layers.BatchNormalization]
     ups = [tuple(la.size) for la in layers if type(la) is keras.layers.UpSampling2D]
@@ -90,7 +87,7 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
             out = tuple(node.output_tensors[0].shape)
             assert sorted(s[1] for s in shapes) == [1, out[1]], (la.name, shapes)
             # for an NPU the map is broadcast by a conv first: Vela splits a two-way broadcast
-            # MUL into an ADD and a MUL 6x slower
+            # MUL into an ADD and a MUL
             assert min(s[-1] for s in shapes) == (out[-1] if target == "npu" else 1), (la.name, shapes)
 
 

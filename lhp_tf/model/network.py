@@ -139,9 +139,9 @@ def load_model(path: str | os.PathLike[str], compile: bool = False) -> Any:
 
 def _load_keras_archive(path: str | os.PathLike[str]) -> Any:
     """A ``.keras`` file (uncompiled) in Keras's own two public steps: the model from
-    ``config.json``, then its weights from a real HDF5 file. Same model and weights as
-    ``keras.models.load_model(compile=False)``, which reads the HDF5 from memory: 5.0-5.1 s
-    against 5.6-7.3 s for lhp-small, each in a fresh process on this machine."""
+    ``config.json``, then its weights from a real HDF5 file (h5py reads a file natively, a
+    memory buffer through Python). Same model and weights as
+    ``keras.models.load_model(compile=False)``."""
     with zipfile.ZipFile(path) as z:
         config = json.loads(z.read("config.json"))
         weights = z.read("model.weights.h5")

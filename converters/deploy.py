@@ -51,16 +51,37 @@ this 2-core x86 machine; see the measurements section):
   them anyway (same ops, outputs within 1e-6), but the graph TensorFlow traces and converts is
   80 layers smaller on lhp-small, part of what brought ``lhp convert`` under 30 s.
 
-Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
-upsamples and SCAF's broadcast; the npu form also runs fully delegated on XNNPACK.
+* **Global average pools** (the attention branches' GAP, MEAN over H and W): target ``npu``
+  makes each a chain of 2x2 stride-2 depthwise convs with taps 1/4 while the map halves
+  evenly, then one VALID depthwise conv over what is left (24x24 -> 12 -> 6 -> 3 -> 1; uniform
+  taps quantise exactly per channel). Vela, one GAP + the FC after it, int8, U55-256 / U85-256
+  (``lhp npu-check`` on one-op toys): 24x24x40 MEAN 63.6 / 37.4 us, AVERAGE_POOL_2D 31.3 /
+  16.2, one 24x24 depthwise 63.5 / 37.2, the chain 19.9 / 60.2; 12x12x80 37.1 / 17.2 vs the
+  chain 13.5 / 11.8; 6x6x160 30.4 / 11.8 vs 22.5 / 11.2; 3x3x320 alike. On XNNPACK the chain
+  is slower than MEAN (lhp-large int8 p10 4.62 vs 4.37 ms), so target ``xnnpack`` keeps MEAN.
+  Whole-map AVERAGE_POOL_2D is not used: XNNPACK's delegate takes only float pools (its
+  source), so each int8 pool would split the CPU graph, and int8 gives a pool its input's scale
+  (ai-edge-quantizer's same-as-input rule; TFLite's int8 pool kernel assumes it), so the
+  pooled means would keep the feature map's coarse step. (An earlier trial build with such
+  pools failed to load under XNNPACK; a rebuild today on random weights loads, cause unknown.)
 
-Tried on Vela in trial builds (code not kept) and not adopted: global average pools as AVERAGE_POOL_2D over the whole map
-(half the U55 cycles of MEAN; lhp-small U55-256 5.19 ms with them, 5.69 without, both with
-the merged FCs below), because the int8 file then
-fails to load under LiteRT's default XNNPACK delegate ("failed to create XNNPACK runtime",
-from the CCW pools; the fusion pools alone load); SCAF's attention FCs merged per receiver
-(fc1 side by side, fc2 block-diagonal): the block-diagonal weights triple the weight traffic
-that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms merged vs 5.64 ms not).
+* **CCW's upsampled attention weights** (``x * nearest_upsample(w, s)``): target ``npu``
+  repeats ``w`` along width only and multiplies on a rank-4 view (1, h, s, W*C) of ``x``,
+  broadcasting over the s rows each row of ``w`` covers (exact). Alone (Vela, 24x24x20,
+  s = 2..8) it costs 0.5-0.85x the upsample + MUL on U55-256 and about half on U65/U85, but in
+  the network Vela must first copy ``x`` (a channel half of the block input, a strided view)
+  to reshape it: trained lhp-small U55-256 5.008 -> 4.965 ms, U65-512 1.261 -> 1.284,
+  U85-256 1.889 -> 1.887; lhp-large 15.71 -> 15.34, 3.51 -> 3.58, 5.83 -> 5.71. Kept for
+  U55 and U85; U65 pays 2 %.
+
+Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
+upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu
+form also runs fully delegated on XNNPACK.
+
+Tried on Vela in trial builds (code not kept) and not adopted: SCAF's attention FCs merged
+per receiver (fc1 side by side, fc2 block-diagonal): the block-diagonal weights triple the
+weight traffic that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms merged vs
+5.64 ms not).
 
 Measurements (taken before conv+BN folding and the npu form's broadcast conv; current figures
 for a trained lhp-small are in the SCAF bullet above. 98 landmarks, untrained weights with
@@ -195,6 +216,58 @@ def _pool(x: Any, k: int, name: str, stepped: bool, keras: Any) -> Any:
     return x
 
 
+def _global_pool(x: Any, name: str, keras: Any) -> Any:
+    """A keepdims global average pool as depthwise convs: 2x2 stride-2 steps while the map
+    halves evenly, then one VALID conv over what is left (e.g. 24x24 -> 12 -> 6 -> 3 -> 1).
+    Uniform taps quantise exactly (per-channel int8: the tap is the channel's maximum)."""
+    h, w, c = (int(d) for d in x.shape[1:])
+    step = 0
+    while h % 2 == 0 and w % 2 == 0 and (h, w) != (2, 2):
+        dw = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False, trainable=False,
+                                          name=f"{name}_step{step}")
+        x = _fixed(dw, x, [np.full((2, 2, c, 1), 0.25, np.float32)])
+        h, w, step = h // 2, w // 2, step + 1
+    if h * w == 1:
+        return x
+    dw = keras.layers.DepthwiseConv2D((h, w), padding="valid", use_bias=False, trainable=False, name=name)
+    return _fixed(dw, x, [np.full((h, w, c, 1), 1.0 / (h * w), np.float32)])
+
+
+def _upsample_then_multiply(model: Any, keras: Any, upsample: type) -> dict[str, Any]:
+    """``{Multiply name: the nearest upsample feeding it}`` where a two-input Multiply reads a
+    full-size tensor and a nearest upsample of a smaller one that feeds nothing else."""
+    consumers: dict[int, int] = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                consumers[id(t)] = consumers.get(id(t), 0) + 1
+    pairs = {}
+    for layer in model.layers:
+        if type(layer) is not keras.layers.Multiply or not layer._inbound_nodes:
+            continue
+        ins = layer._inbound_nodes[0].input_tensors  # its call in ``model`` (later deploys add nodes)
+        ups = [t for t in ins if isinstance(_producer(t), upsample)]
+        if len(ins) == 2 and len(ups) == 1 and consumers.get(id(ups[0])) == 1 and _producer(ups[0]).factor > 1:
+            other = ins[1] if ins[0] is ups[0] else ins[0]
+            if tuple(other.shape) == tuple(ups[0].shape):
+                pairs[layer.name] = _producer(ups[0])
+    return pairs
+
+
+def _broadcast_upsample_mul(x: Any, w: Any, s: int, name: str, keras: Any) -> Any:
+    """``x * nearest_upsample(w, s)`` without the full upsample: ``w`` is repeated along width
+    only (copies at 1/s of the rows), and the product broadcasts over the s rows each row of
+    ``w`` covers, on a rank-4 view (1, h, s, W*C) of ``x``. Exact. Vela costs it at 0.5-0.85x
+    the full upsample + MUL on U55-256 and about half on U65/U85 (24x24x20, s = 2..8)."""
+    _, hh, ww, c = (int(d) for d in x.shape)
+    h = hh // s
+    w = _nearest_along(w, s, 2, f"{name}_cols", keras)
+    w = keras.layers.Reshape((h, 1, ww * c), name=f"{name}_rows")(w)
+    view = keras.layers.Reshape((h, s, ww * c), name=f"{name}_view")(x)
+    y = keras.layers.Multiply(name=f"{name}_bcast_mul")([view, w])
+    return keras.layers.Reshape((hh, ww, c), name=name)(y)
+
+
 def bilinear_taps(factor: int) -> np.ndarray:
     """The 1-D taps that turn a nearest x``factor`` upsample into a half-pixel bilinear one."""
     return np.r_[0.5, np.ones(factor - 1), 0.5] / factor
@@ -202,9 +275,9 @@ def bilinear_taps(factor: int) -> np.ndarray:
 
 def _nearest_along(x: Any, s: int, axis: int, name: str, keras: Any) -> Any:
     """Repeat every row (axis 1) or column (axis 2) s times: CONCATENATION + RESHAPE, exact."""
-    from lhp_tf.model.ops import _steps
+    from lhp_tf.model.ops import upsample_steps
 
-    for k, f in enumerate(_steps(s)):
+    for k, f in enumerate(upsample_steps(s)):
         _, h, w, c = (int(d) for d in x.shape)
         y = keras.layers.Concatenate(axis=axis + 1, name=f"{name}_cat{k}")([x] * f)
         x = keras.layers.Reshape((h * f, w, c) if axis == 1 else (h, w * f, c), name=f"{name}_rep{k}")(y)
@@ -299,6 +372,9 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             raise LhpError(f"{layer.name}: expected one resize layer after it ({' or '.join(sorted(names))})")
         resize_of[layer.name] = (follow[0], means[0])
     moved = {lay.name for lay, _ in resize_of.values()}
+    # NPU: products with a nearest-upsampled map (CCW's attention weights) broadcast instead
+    upsampled_mul = _upsample_then_multiply(model, keras, NearestUpsample) if target == "npu" else {}
+    deferred = {up.name for up in upsampled_mul.values()}
     folded = _bn_after_conv(model, keras)
     folded_bns = {bn.name for bn in folded.values()}
 
@@ -326,6 +402,12 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             return scaf_mul(layer, resize(follow, x[i]), x[1 - i])
         if _SCAF_MUL.match(layer.name) and type(layer) is keras.layers.Multiply and len(x) == 2:
             return scaf_mul(layer, *x)
+        if layer.name in upsampled_mul:
+            up = upsampled_mul[layer.name]
+            small, full = (x[0], x[1]) if _producer(x[0]) is up or x[0] is up.output else (x[1], x[0])
+            return _broadcast_upsample_mul(full, small, up.factor, layer.name, keras)
+        if layer.name in deferred:
+            return x  # upsampled inside the multiply it feeds
         if layer.name in moved:
             return x  # applied before the multiply
         if layer.name in folded:
@@ -336,6 +418,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             return _shuffle_conv(x, layer.groups, layer.name, keras)
         if isinstance(layer, ChannelMean):
             return _mean_conv(x, layer.name, keras)
+        if target == "npu" and type(layer) is keras.layers.GlobalAveragePooling2D and layer.keepdims:
+            return _global_pool(x, layer.name, keras)
         if _pool_factor(layer, keras) is not None:
             return resize(layer, x)
         if (target == "npu" and type(layer) is keras.layers.UpSampling2D

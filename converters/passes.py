@@ -11,6 +11,9 @@ passes in order and serialises once. The passes:
 * :func:`metadata`: the ``lhp_tf`` JSON entry (docs/CONTRACTS.md), replacing an older one.
 * :func:`fold_float_islands`: single float MUL/ADD ops between DEQUANTIZE and QUANTIZE made
   int8 (what TF's QAT conversion leaves behind; see its docstring).
+* :func:`drop_identity_quantize`: QUANTIZE nodes that requantise to the scale and zero point
+  their input already has (ai-edge-quantizer writes one after every same-scale op feeding a
+  CONCATENATION, even when the scales agree) are removed and their readers rewired.
 
 Reading metadata stays pure Python (:mod:`lhp_tf.tflite_metadata`), so a board needs none of this.
 """
@@ -123,6 +126,41 @@ def metadata(meta: dict[str, Any]) -> Pass:
 FOLDABLE = ("MUL", "ADD")
 #: Lowest op version with int8 kernels (MUL and ADD: 2).
 INT8_VERSION = 2
+
+
+def _qparams(tensor: Any) -> tuple[int, tuple[float, ...], tuple[int, ...]] | None:
+    q = tensor.quantization
+    if q is None or q.scale is None or q.zeroPoint is None:
+        return None
+    return int(tensor.type), tuple(float(v) for v in q.scale), tuple(int(v) for v in q.zeroPoint)
+
+
+def drop_identity_quantize(model: Any) -> None:
+    """Remove QUANTIZE nodes whose output has its input's type, scale and zero point (copies).
+
+    Their readers read the input instead; a QUANTIZE writing a graph output stays. After
+    :func:`lhp_tf.converters.quantizer.share_ranges` these are all the requantising nodes
+    that were left in front of Lite-HRNet's concatenations: each was a full copy of a feature
+    map on every target (an NPU or XNNPACK runs it as an elementwise op).
+    """
+    for graph in model.subgraphs:
+        outputs = {int(t) for t in graph.outputs}
+        alias: dict[int, int] = {}
+        kept = []
+        for op in graph.operators:
+            if (op_kind(model, op) == "QUANTIZE" and len(op.inputs) == 1 and len(op.outputs) == 1
+                    and int(op.outputs[0]) not in outputs):
+                src, dst = int(op.inputs[0]), int(op.outputs[0])
+                a, b = _qparams(graph.tensors[src]), _qparams(graph.tensors[dst])
+                if a is not None and a == b:
+                    alias[dst] = alias.get(src, src)
+                    continue
+            kept.append(op)
+        if not alias:
+            continue
+        for op in kept:
+            op.inputs = [alias.get(int(t), int(t)) for t in op.inputs]
+        graph.operators = kept
 
 
 def fold_float_islands(keep_float: Collection[str] = ()) -> Pass:

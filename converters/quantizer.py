@@ -173,6 +173,7 @@ def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str
             _set_range(table, graph.names[t], *table.calibrated[graph.names[t]])
     if calibration == "mse":
         mse_ranges(table, float_model, graph, images)
+    share_ranges(table, graph)
     widen_for_xnnpack(table, graph)
     return table
 
@@ -361,6 +362,80 @@ def mse_ranges(table: RangeTable, float_model: bytes, graph: FloatGraph, images:
         _set_range(table, graph.names[i], lo * s if lo < 0.0 else lo, hi * s if hi > 0.0 else hi)
         narrowed += s < 1.0
     return narrowed
+
+
+def _constrained(kind: Any) -> set[str]:
+    """AEQ's own list of the op types under ``kind`` (an ``OpQuantConstraint``)."""
+    from ai_edge_quantizer.utils import constrained_ops_utils
+
+    return {str(getattr(op, "value", op)) for op in constrained_ops_utils.get_constrained_op_list(kind)}
+
+
+def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
+    """One range for every group of tensors int8 must hold at one scale, so AEQ writes no
+    requantising QUANTIZE between them.
+
+    AEQ gives a same-as-input op (SPLIT, SLICE, RESHAPE, TRANSPOSE, AVERAGE_POOL_2D ...) its
+    input's scale and a CONCATENATION's inputs its output's; where the ranges differ it inserts
+    a QUANTIZE. Lite-HRNet concatenates a lot: each CCW block joins its untouched half (a
+    SPLIT of the block input) to the reweighted half, and the nearest upsamples of its
+    attention weights are concatenated copies of a sliced sigmoid: 60 QUANTIZEs in lhp-small's
+    npu form. Each group (tensors joined through those ops) gets the union of its members'
+    ranges; a group holding a fixed-range tensor (the model input, a LOGISTIC output) gets
+    that range if every member a free op writes fits inside it (copies of the fixed tensor
+    always do), and is left alone otherwise (its QUANTIZEs stay). Int8 ops are told nothing new: a free op (CONV, MUL, ADD...) writes at any scale.
+    Returns how many tensors changed range.
+    """
+    from ai_edge_quantizer.algorithms.utils.common_utils import OpQuantConstraint
+
+    same_in, same_out = _constrained(OpQuantConstraint.SAME_AS_INPUT_SCALE), _constrained(OpQuantConstraint.SAME_AS_OUTPUT_SCALE)
+    fixed_out = _constrained(OpQuantConstraint.FIXED_OUTPUT_SCALE)
+    parent = list(range(len(graph.names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    # fixed ranges; None: fixed by its op, at a range this pass does not know
+    pinned: dict[int, tuple[float, float] | None] = {t: INPUT_RANGE for t in graph.inputs}
+    # tensors a free op writes (CONV, MUL, ADD...), at whatever scale it is told; the others
+    # are copies of their group's values (split, sliced, reshaped, concatenated)
+    written: set[int] = set()
+    for kind, ins, outs in graph.ops:
+        if kind not in same_in | same_out | fixed_out:
+            written.update(outs)
+        data = [t for t in ins if t >= 0 and _range(table, graph.names[t]) is not None]
+        if kind in fixed_out:
+            pinned[outs[0]] = LOGISTIC_RANGE if kind == "LOGISTIC" else None
+        joined = data[:1] + outs[:] if kind in same_in else data + outs[:1] if kind in same_out else []
+        for t in joined[1:]:
+            parent[root(t)] = root(joined[0])
+    groups: dict[int, list[int]] = {}
+    for t in range(len(graph.names)):
+        if _range(table, graph.names[t]) is not None:
+            groups.setdefault(root(t), []).append(t)
+    changed = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        ranges = [_range(table, graph.names[t]) for t in members]
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)  # type: ignore[index]
+        fixed = {pinned[t] for t in members if t in pinned}
+        if len(fixed) > 1 or None in fixed:
+            continue
+        if fixed:
+            (lo_f, hi_f), = fixed
+            free = [r for t, r in zip(members, ranges, strict=True) if t in written]
+            if free and (min(r[0] for r in free) < lo_f - 1e-6 or max(r[1] for r in free) > hi_f + 1e-6):  # type: ignore[index]
+                continue
+            lo, hi = lo_f, hi_f
+        for t, r in zip(members, ranges, strict=True):
+            if r != (lo, hi):
+                _set_range(table, graph.names[t], lo, hi)
+                changed += 1
+    return changed
 
 
 def _int8_scale(lo: float, hi: float) -> float:

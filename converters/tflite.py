@@ -37,7 +37,14 @@ from lhp_tf.kinds import INT16_AUTO as AUTO
 from lhp_tf.kinds import QUANT_MODES
 from lhp_tf.spec import ModelSpec
 
-from .passes import INPUT_NAME, add_signature, fold_float_islands, metadata, run_passes
+from .passes import (
+    INPUT_NAME,
+    add_signature,
+    drop_identity_quantize,
+    fold_float_islands,
+    metadata,
+    run_passes,
+)
 
 
 def metadata_for(spec: ModelSpec, quant: str, recipe: Recipe | None = None) -> dict[str, Any]:
@@ -174,7 +181,8 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
     meta["calibration"] = calibration or (recipe.export.calibration if recipe is not None else "mse")
     table = quantizer.calibrate(float_model, images, meta["calibration"])
     if quant == "int16x8":
-        return Converted(run_passes(quantizer.quantize(float_model, table, all_int16=True), [metadata(meta)]),
+        return Converted(run_passes(quantizer.quantize(float_model, table, all_int16=True),
+                                    [drop_identity_quantize, metadata(meta)]),
                          float_model, table)
     chosen: list[str] = []
     if list(int16) == [AUTO]:
@@ -184,14 +192,14 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
 
         bundle = build_bundle(recipe, recipe.data.train_split, AUTO_FACES)
         choice = auto_int16(float_model, table, np.asarray(images), bundle, recipe.eval.decoder,
-                            lambda data: run_passes(data, [metadata(meta)]))
+                            lambda data: run_passes(data, [drop_identity_quantize, metadata(meta)]))
         chosen, meta["int16_auto"] = choice.ops, choice.as_dict()
     elif int16:
         chosen = quantizer.select_ops(float_model, int16)
     data = quantizer.quantize(float_model, table, chosen)
     meta["int16_selection"] = list(int16)
     meta["int16_ops"] = quantizer.int16_ops(data)
-    return Converted(run_passes(data, [metadata(meta)]), float_model, table)
+    return Converted(run_passes(data, [drop_identity_quantize, metadata(meta)]), float_model, table)
 
 
 def write_bytes(path: Any, data: bytes) -> None:

@@ -56,7 +56,7 @@ def test_permutation_and_taps() -> None:
 @pytest.mark.parametrize("target,quant", [("xnnpack", "float"), ("xnnpack", "int8"), ("npu", "int8")])
 def test_same_function_and_target_structure(trained, target: str, quant: str) -> None:
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.model.ops import ChannelMean, ChannelShuffle
+    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample
 
     deployed = deploy_model(trained, target, quant)
     x = _images(1)
@@ -75,6 +75,12 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
         assert pools and max(strides) == 2  # AVERAGE_POOL_2D kept in float; stride-2 depthwise of the backbone
     else:
         assert not pools and max(strides) == 2  # pools became 2x2 stride-2 depthwise steps
+    # an NPU gets global average pools as depthwise steps (Vela: MEAN costs 2-3x their cycles)
+    gaps = [la for la in layers if type(la) is keras.layers.GlobalAveragePooling2D]
+    assert bool(gaps) == (target != "npu")
+    # an NPU multiplies CCW's attention weights by broadcasting, without upsampling them in full
+    crw_ups = [la for la in layers if isinstance(la, NearestUpsample) and "_crw_up" in la.name]
+    assert bool(crw_ups) == (target != "npu")
     # every conv -> BN pair is one conv with bias
     assert not [la for la in layers if type(la) is keras.layers.BatchNormalization]
     ups = [tuple(la.size) for la in layers if type(la) is keras.layers.UpSampling2D]

@@ -9,6 +9,7 @@ from lhp_tf.converters.passes import (
     OUTPUT_NAME,
     SIGNATURE_KEY,
     add_signature,
+    drop_identity_quantize,
     fold_float_islands,
     metadata,
     run_passes,
@@ -50,6 +51,20 @@ def test_fold_float_islands_makes_the_mul_int8_with_the_same_result() -> None:
     np.testing.assert_array_equal(_run(folded, a, b), _run(raw, a, b))  # 0.1*0.05/0.02 products, exact here
     kept = run_passes(raw, [fold_float_islands(keep_float=["c_f"])])
     assert [op.op for op in read_graph(kept).operators] == ["DEQUANTIZE", "DEQUANTIZE", "MUL", "QUANTIZE"]
+
+
+def test_drop_identity_quantize_keeps_real_requantisation_and_outputs() -> None:
+    """x -> QUANTIZE (same scale: a copy) -> q; x -> QUANTIZE (new scale) -> r; q * r -> y;
+    y -> QUANTIZE (same scale, a graph output) -> z."""
+    tensors = [("x", INT8, 0.1), ("q", INT8, 0.1), ("r", INT8, 0.2), ("y", INT8, 0.5), ("z", INT8, 0.5)]
+    ops = [("QUANTIZE", [0], [1]), ("QUANTIZE", [0], [2]), ("MUL", [1, 2], [3]), ("QUANTIZE", [3], [4])]
+    raw = build_graph(tensors, ops, [0], [4])
+    dropped = run_passes(raw, [drop_identity_quantize])
+    graph = read_graph(dropped)
+    assert [op.op for op in graph.operators] == ["QUANTIZE", "MUL", "QUANTIZE"]
+    assert graph.operators[1].inputs[0] == 0  # the MUL reads x itself
+    x = np.array([[10, -20, 30, 40]], np.int8)
+    np.testing.assert_array_equal(_run(dropped, x), _run(raw, x))
 
 
 def test_add_signature_names_input_and_output() -> None:

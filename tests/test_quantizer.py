@@ -143,6 +143,63 @@ def test_widen_for_xnnpack_only_touches_ranges_xnnpack_cannot_requantise() -> No
     assert float(table["live"]["max"].ravel()[0]) == 5.0
 
 
+def _table(ranges: dict[str, tuple[float, float]]) -> dict:
+    return {name: {"min": np.array([lo], np.float32), "max": np.array([hi], np.float32)}
+            for name, (lo, hi) in ranges.items()}
+
+
+def test_share_ranges_joins_what_int8_holds_at_one_scale() -> None:
+    """A CCW-like join: block input -> SPLIT -> (kept half, worked half -> MUL) -> CONCATENATION,
+    and a sigmoid's copies concatenated (a nearest upsample): each group gets one range."""
+    names = ["x", "axis", "a", "b", "m", "cat", "g", "s", "up"]
+    ops = [("SPLIT", [1, 0], [2, 3]), ("MUL", [3, 3], [4]), ("CONCATENATION", [2, 4], [5]),
+           ("LOGISTIC", [5], [6]), ("SLICE", [6], [7]), ("CONCATENATION", [7, 7], [8])]
+    graph = quantizer.FloatGraph(ops=ops, names=names, constants={}, inputs=[], outputs=[8])
+    table = _table({"x": (0.0, 6.0), "a": (0.0, 5.0), "b": (0.0, 6.0), "m": (-2.0, 3.0), "cat": (-1.0, 7.0),
+                    "g": quantizer.LOGISTIC_RANGE, "s": (0.2, 0.9), "up": (0.1, 0.8)})
+    assert quantizer.share_ranges(table, graph) == 5 + 2
+    for name in ("x", "a", "b", "m", "cat"):
+        assert quantizer._range(table, name) == pytest.approx((-2.0, 7.0)), name
+    for name in ("g", "s", "up"):  # a LOGISTIC's copies take its fixed range
+        assert quantizer._range(table, name) == pytest.approx(quantizer.LOGISTIC_RANGE), name
+    # a LOGISTIC's copies may calibrate past int8's fixed range (they are copies); a value a free
+    # op writes into the group may not: that group is left alone (its QUANTIZEs stay)
+    ops = [("LOGISTIC", [0], [1]), ("SLICE", [1], [2]), ("MUL", [0, 0], [3]), ("CONCATENATION", [2, 3], [4])]
+    graph = quantizer.FloatGraph(ops=ops, names=["x", "g", "s", "m", "cat"], constants={}, inputs=[], outputs=[4])
+    for m, shared in (((0.0, 0.5), True), ((0.0, 1.5), False)):
+        table = _table({"x": (-1.0, 1.0), "g": (0.0, 0.9998), "s": (0.0, 0.9998), "m": m, "cat": (0.0, 1.2)})
+        quantizer.share_ranges(table, graph)
+        assert (quantizer._range(table, "cat") == pytest.approx(quantizer.LOGISTIC_RANGE)) == shared
+        assert quantizer._range(table, "m") == (pytest.approx(quantizer.LOGISTIC_RANGE) if shared else m)
+
+
+def _split_join() -> bytes:
+    """Float .tflite: x (1, 4, 4, 4) -> SPLIT -> concat(first half, second half squared)."""
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.model.ops import ChannelSplit
+
+    x = keras.Input(batch_shape=(1, 4, 4, 4))
+    a, b = ChannelSplit([2, 2])(x)
+    y = keras.layers.Concatenate()([a, keras.layers.Multiply()([b, b])])
+    return float_tflite(keras.Model(x, y))
+
+
+def test_shared_ranges_leave_no_requantising_quantize() -> None:
+    """Quantised through AEQ with the pass (and the identity-QUANTIZE pass), a SPLIT joined to a
+    MUL by a CONCATENATION needs no QUANTIZE; without it AEQ writes one."""
+    from lhp_tf.converters.passes import drop_identity_quantize
+
+    raw = _split_join()
+    images = np.random.default_rng(0).random((16, 4, 4, 4), dtype=np.float32)  # the [0, 1] image contract
+    plain = quantizer.quantize(raw, quantizer._calibration_pass(raw, images))
+    assert [op.op for op in read_graph(plain).operators].count("QUANTIZE") >= 1
+    shared = run_passes(quantizer.quantize(raw, quantizer.calibrate(raw, images)), [drop_identity_quantize])
+    ops = [op.op for op in read_graph(shared).operators]
+    assert "QUANTIZE" not in ops and "CONCATENATION" in ops
+
+
 def test_bad_calibration_inputs_are_clear() -> None:
     with pytest.raises(LhpError, match="calibration 'histogram'"):
         quantizer.calibrate(_sigmoid_gate(), _inputs(), "histogram")

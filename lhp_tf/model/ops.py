@@ -86,7 +86,7 @@ class ChannelSplit(keras.layers.Layer):
         return {**super().get_config(), "sizes": list(self.sizes)}
 
 
-def _steps(factor: int) -> list[int]:
+def upsample_steps(factor: int) -> list[int]:
     """Factor an upsampling factor into steps of at most 4: XNNPACK concatenates at most 4 inputs
     (an 8-way CONCATENATION stayed on the reference kernels)."""
     steps, rest = [], factor
@@ -113,7 +113,7 @@ class NearestUpsample(keras.layers.Layer):
         self.factor = int(factor)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        for s in _steps(self.factor):
+        for s in upsample_steps(self.factor):
             _, h, w, c = x.shape
             b = _static_batch(x)
             y = tf.concat([x] * s, axis=-1)            # (b, h, w, s*c): pixel copies side by side

@@ -50,20 +50,22 @@ this 2-core x86 machine; see the measurements section):
 * **Conv -> BatchNorm pairs fold into one conv with bias** (every target): the converter folds
   them anyway (same ops, outputs within 1e-6), but the graph TensorFlow traces and converts is
   80 layers smaller on lhp-small, part of what brought ``lhp convert`` under 30 s.
-
 * **Global average pools** (the attention branches' GAP, MEAN over H and W): target ``npu``
   makes each a chain of 2x2 stride-2 depthwise convs with taps 1/4 while the map halves
   evenly, then one VALID depthwise conv over what is left (24x24 -> 12 -> 6 -> 3 -> 1; uniform
   taps quantise exactly per channel). Vela, one GAP + the FC after it, int8, U55-256 / U85-256
   (``lhp npu-check`` on one-op toys): 24x24x40 MEAN 63.6 / 37.4 us, AVERAGE_POOL_2D 31.3 /
   16.2, one 24x24 depthwise 63.5 / 37.2, the chain 19.9 / 60.2; 12x12x80 37.1 / 17.2 vs the
-  chain 13.5 / 11.8; 6x6x160 30.4 / 11.8 vs 22.5 / 11.2; 3x3x320 alike. On XNNPACK the chain
+  chain 13.5 / 11.8; 6x6x160 30.4 / 11.8 vs 22.5 / 11.2; 3x3x320 alike. In lhp-small (this
+  change alone, random trained-like weights) U55-256 5.65 -> 5.05 ms, U65-512 1.43 -> 1.31,
+  U85-256 2.25 -> 1.93: the U85 loss at 24x24 is outweighed by the smaller maps. On XNNPACK the chain
   is slower than MEAN (lhp-large int8 p10 4.62 vs 4.37 ms), so target ``xnnpack`` keeps MEAN.
   Whole-map AVERAGE_POOL_2D is not used: XNNPACK's delegate takes only float pools (its
   source), so each int8 pool would split the CPU graph, and int8 gives a pool its input's scale
   (ai-edge-quantizer's same-as-input rule; TFLite's int8 pool kernel assumes it), so the
   pooled means would keep the feature map's coarse step. (An earlier trial build with such
-  pools failed to load under XNNPACK; a rebuild today on random weights loads, cause unknown.)
+  pools failed to load under XNNPACK; a rebuild on random weights on 2026-12-02 loads, cause
+  unknown.)
 
 * **CCW's upsampled attention weights** (``x * nearest_upsample(w, s)``): target ``npu``
   repeats ``w`` along width only and multiplies on a rank-4 view (1, h, s, W*C) of ``x``,
@@ -83,8 +85,27 @@ per receiver (fc1 side by side, fc2 block-diagonal): the block-diagonal weights 
 weight traffic that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms merged vs
 5.64 ms not).
 
+Current figures, trained synthetic checkpoints (``runs/synthetic-300w-small-2x``: lhp-small, 20
+epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... --quant int8
+[--target npu]`` then ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512
+ethos-u85-256``; "before" is the same command on the previous main (ec8a821). Every op on the
+NPU and every node delegated to XNNPACK in all of them:
+
+=======================  ==============  ===========  ==========================================
+model, form              ops (QUANTIZE)  MEAN         Vela U55-256 / U65-512 / U85-256
+=======================  ==============  ===========  ==========================================
+lhp-small xnnpack before 993 (67)        51
+lhp-small xnnpack        926 (0)         51
+lhp-small npu before     1019 (73)       51           5.636 / 1.433 / 2.256 ms
+lhp-small npu            1044 (0)        0            4.965 / 1.284 / 1.887 ms
+lhp-large xnnpack before 2492 (164)      126
+lhp-large xnnpack        2328 (0)        126
+lhp-large npu before     2453 (173)      126          18.08 / 4.127 / 7.233 ms
+lhp-large npu            2511 (0)        0            15.34 / 3.581 / 5.706 ms
+=======================  ==============  ===========  ==========================================
+
 Measurements (taken before conv+BN folding and the npu form's broadcast conv; current figures
-for a trained lhp-small are in the SCAF bullet above. 98 landmarks, untrained weights with
+are in the table above. 98 landmarks, untrained weights with
 trained-like magnitudes; "before" is the
 graph ``inference_model`` exported until now; int8 with min/max ranges; Vela 5.2 with its
 default system configuration per accelerator). Ops / max rank / Vela ops on the NPU and
@@ -200,6 +221,12 @@ def _mean_conv(x: Any, name: str, keras: Any) -> Any:
     return _fixed(conv, x, [np.full((1, 1, c, 1), 1.0 / c, np.float32)])
 
 
+def _halve(x: Any, name: str, keras: Any) -> Any:
+    """A 2x2 stride-2 average as a depthwise conv with taps 1/4 (exact in int8)."""
+    dw = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False, trainable=False, name=name)
+    return _fixed(dw, x, [np.full((2, 2, int(x.shape[-1]), 1), 0.25, np.float32)])
+
+
 def _pool(x: Any, k: int, name: str, stepped: bool, keras: Any) -> Any:
     """k x k average pool: AVERAGE_POOL_2D, or 2x2 stride-2 depthwise steps when ``stepped``."""
     if not stepped:
@@ -208,9 +235,7 @@ def _pool(x: Any, k: int, name: str, stepped: bool, keras: Any) -> Any:
         raise LhpError(f"{name}: cannot split a {k}x{k} pool into 2x2 steps (not a power of two)")
     step = 0
     while k > 1:
-        dw = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False, trainable=False,
-                                          name=name if k == 2 else f"{name}_step{step}")
-        x = _fixed(dw, x, [np.full((2, 2, int(x.shape[-1]), 1), 0.25, np.float32)])
+        x = _halve(x, name if k == 2 else f"{name}_step{step}", keras)
         k //= 2
         step += 1
     return x
@@ -223,9 +248,7 @@ def _global_pool(x: Any, name: str, keras: Any) -> Any:
     h, w, c = (int(d) for d in x.shape[1:])
     step = 0
     while h % 2 == 0 and w % 2 == 0 and (h, w) != (2, 2):
-        dw = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False, trainable=False,
-                                          name=f"{name}_step{step}")
-        x = _fixed(dw, x, [np.full((2, 2, c, 1), 0.25, np.float32)])
+        x = _halve(x, f"{name}_step{step}", keras)
         h, w, step = h // 2, w // 2, step + 1
     if h * w == 1:
         return x
@@ -233,24 +256,35 @@ def _global_pool(x: Any, name: str, keras: Any) -> Any:
     return _fixed(dw, x, [np.full((h, w, c, 1), 1.0 / (h * w), np.float32)])
 
 
-def _upsample_then_multiply(model: Any, keras: Any, upsample: type) -> dict[str, Any]:
-    """``{Multiply name: the nearest upsample feeding it}`` where a two-input Multiply reads a
-    full-size tensor and a nearest upsample of a smaller one that feeds nothing else."""
+def _consumer_counts(model: Any) -> dict[int, int]:
+    """How many layer calls read each tensor (by id), over every call of the model's layers."""
     consumers: dict[int, int] = {}
     for layer in model.layers:
         for node in layer._inbound_nodes:
             for t in node.input_tensors:
                 consumers[id(t)] = consumers.get(id(t), 0) + 1
+    return consumers
+
+
+def _upsample_then_multiply(model: Any, keras: Any, upsample: type) -> dict[str, tuple[Any, int]]:
+    """``{Multiply name: (the nearest upsample feeding it, its input position)}`` where a
+    two-input Multiply reads a full-size tensor and a nearest upsample of a smaller one that
+    feeds nothing else (and is not a model output)."""
+    consumers = _consumer_counts(model)
+    outputs = {id(t) for t in model.outputs}
     pairs = {}
     for layer in model.layers:
         if type(layer) is not keras.layers.Multiply or not layer._inbound_nodes:
             continue
-        ins = layer._inbound_nodes[0].input_tensors  # its call in ``model`` (later deploys add nodes)
-        ups = [t for t in ins if isinstance(_producer(t), upsample)]
-        if len(ins) == 2 and len(ups) == 1 and consumers.get(id(ups[0])) == 1 and _producer(ups[0]).factor > 1:
-            other = ins[1] if ins[0] is ups[0] else ins[0]
-            if tuple(other.shape) == tuple(ups[0].shape):
-                pairs[layer.name] = _producer(ups[0])
+        ins = list(layer._inbound_nodes[0].input_tensors)  # its call in ``model`` (later deploys add nodes)
+        ups = [i for i, t in enumerate(ins) if isinstance(_producer(t), upsample)]
+        if len(ins) != 2 or len(ups) != 1:
+            continue
+        i = ups[0]
+        up = _producer(ins[i])
+        if (up.factor > 1 and consumers.get(id(ins[i])) == 1 and id(ins[i]) not in outputs
+                and tuple(ins[1 - i].shape) == tuple(ins[i].shape)):
+            pairs[layer.name] = (up, i)
     return pairs
 
 
@@ -309,11 +343,7 @@ def _exact_bilinear(x: Any, s: int, name: str, keras: Any) -> Any:
 
 def _bn_after_conv(model: Any, keras: Any) -> dict[str, Any]:
     """``{conv name: the BatchNormalization it alone feeds}`` for every linear conv -> BN pair."""
-    consumers: dict[int, int] = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for t in node.input_tensors:
-                consumers[id(t)] = consumers.get(id(t), 0) + 1
+    consumers = _consumer_counts(model)
     pairs = {}
     for bn in model.layers:
         if type(bn) is not keras.layers.BatchNormalization or bn.axis not in (-1, 3) or len(bn._inbound_nodes) != 1:
@@ -374,7 +404,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     moved = {lay.name for lay, _ in resize_of.values()}
     # NPU: products with a nearest-upsampled map (CCW's attention weights) broadcast instead
     upsampled_mul = _upsample_then_multiply(model, keras, NearestUpsample) if target == "npu" else {}
-    deferred = {up.name for up in upsampled_mul.values()}
+    deferred = {up.name for up, _ in upsampled_mul.values()}
     folded = _bn_after_conv(model, keras)
     folded_bns = {bn.name for bn in folded.values()}
 
@@ -403,9 +433,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
         if _SCAF_MUL.match(layer.name) and type(layer) is keras.layers.Multiply and len(x) == 2:
             return scaf_mul(layer, *x)
         if layer.name in upsampled_mul:
-            up = upsampled_mul[layer.name]
-            small, full = (x[0], x[1]) if _producer(x[0]) is up or x[0] is up.output else (x[1], x[0])
-            return _broadcast_upsample_mul(full, small, up.factor, layer.name, keras)
+            up, i = upsampled_mul[layer.name]  # x[i] is the upsample's input: it was deferred
+            return _broadcast_upsample_mul(x[1 - i], x[i], up.factor, layer.name, keras)
         if layer.name in deferred:
             return x  # upsampled inside the multiply it feeds
         if layer.name in moved:

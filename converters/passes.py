@@ -129,6 +129,7 @@ INT8_VERSION = 2
 
 
 def _qparams(tensor: Any) -> tuple[int, tuple[float, ...], tuple[int, ...]] | None:
+    """(type, scales, zero points) of a quantised tensor; None for a float one."""
     q = tensor.quantization
     if q is None or q.scale is None or q.zeroPoint is None:
         return None
@@ -139,9 +140,9 @@ def drop_identity_quantize(model: Any) -> None:
     """Remove QUANTIZE nodes whose output has its input's type, scale and zero point (copies).
 
     Their readers read the input instead; a QUANTIZE writing a graph output stays. After
-    :func:`lhp_tf.converters.quantizer.share_ranges` these are all the requantising nodes
-    that were left in front of Lite-HRNet's concatenations: each was a full copy of a feature
-    map on every target (an NPU or XNNPACK runs it as an elementwise op).
+    :func:`lhp_tf.converters.quantizer.share_ranges` ai-edge-quantizer still writes one where a
+    same-scale op (SLICE, SPLIT) feeds a CONCATENATION, even at equal scales: each would be a
+    full copy of a feature map on every target (an NPU or XNNPACK runs it as an elementwise op).
     """
     for graph in model.subgraphs:
         outputs = {int(t) for t in graph.outputs}

@@ -180,10 +180,13 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         raise LhpError(f"--quant {quant}: needs calibration images")
     meta["calibration"] = calibration or (recipe.export.calibration if recipe is not None else "mse")
     table = quantizer.calibrate(float_model, images, meta["calibration"])
+
+    def finish(data: bytes) -> bytes:
+        """The integer model's passes; ``meta`` is read when called (the int16 choice is added late)."""
+        return run_passes(data, [drop_identity_quantize, metadata(meta)])
+
     if quant == "int16x8":
-        return Converted(run_passes(quantizer.quantize(float_model, table, all_int16=True),
-                                    [drop_identity_quantize, metadata(meta)]),
-                         float_model, table)
+        return Converted(finish(quantizer.quantize(float_model, table, all_int16=True)), float_model, table)
     chosen: list[str] = []
     if list(int16) == [AUTO]:
         from lhp_tf.quantize.mixed import AUTO_FACES, auto_int16
@@ -191,15 +194,14 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         from lhp_tf.data.bundle import build_bundle
 
         bundle = build_bundle(recipe, recipe.data.train_split, AUTO_FACES)
-        choice = auto_int16(float_model, table, np.asarray(images), bundle, recipe.eval.decoder,
-                            lambda data: run_passes(data, [drop_identity_quantize, metadata(meta)]))
+        choice = auto_int16(float_model, table, np.asarray(images), bundle, recipe.eval.decoder, finish)
         chosen, meta["int16_auto"] = choice.ops, choice.as_dict()
     elif int16:
         chosen = quantizer.select_ops(float_model, int16)
     data = quantizer.quantize(float_model, table, chosen)
     meta["int16_selection"] = list(int16)
     meta["int16_ops"] = quantizer.int16_ops(data)
-    return Converted(run_passes(data, [drop_identity_quantize, metadata(meta)]), float_model, table)
+    return Converted(finish(data), float_model, table)
 
 
 def write_bytes(path: Any, data: bytes) -> None:

@@ -75,7 +75,7 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
         assert pools and max(strides) == 2  # AVERAGE_POOL_2D kept in float; stride-2 depthwise of the backbone
     else:
         assert not pools and max(strides) == 2  # pools became 2x2 stride-2 depthwise steps
-    # an NPU gets global average pools as depthwise steps (Vela: MEAN costs 2-3x their cycles)
+    # an NPU gets global average pools as depthwise steps (fewer Vela cycles than MEAN in lhp-small)
     gaps = [la for la in layers if type(la) is keras.layers.GlobalAveragePooling2D]
     assert bool(gaps) == (target != "npu")
     # an NPU multiplies CCW's attention weights by broadcasting, without upsampling them in full
@@ -95,6 +95,35 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
             # for an NPU the map is broadcast by a conv first: Vela splits a two-way broadcast
             # MUL into an ADD and a MUL
             assert min(s[-1] for s in shapes) == (out[-1] if target == "npu" else 1), (la.name, shapes)
+
+
+@pytest.mark.parametrize("h,w", [(24, 24), (6, 4), (5, 5), (1, 1)])
+def test_global_pool_as_depthwise_steps(h: int, w: int) -> None:
+    from lhp_tf.converters.deploy import _global_pool
+    from lhp_tf.model.kbackend import keras
+
+    x = keras.Input(batch_shape=(1, h, w, 3))
+    model = keras.Model(x, _global_pool(x, "gap", keras))
+    v = np.random.default_rng(0).random((1, h, w, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(model(v)), v.mean(axis=(1, 2), keepdims=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("s", [2, 4])
+@pytest.mark.parametrize("upsample_first", [False, True])
+def test_npu_multiplies_an_upsampled_map_by_broadcasting(s: int, upsample_first: bool) -> None:
+    """x * nearest_upsample(w) on a non-square map, either input order: same product, no full
+    upsample of w left in the npu form."""
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.model.ops import NearestUpsample
+
+    x = keras.Input(batch_shape=(1, 2 * s, 3 * s, 4))
+    up = NearestUpsample(s, name="up")(keras.layers.AveragePooling2D(s, name="pool")(x))
+    y = keras.layers.Multiply(name="mul")([up, x] if upsample_first else [x, up])
+    model = keras.Model(x, y)
+    deployed = deploy_model(model, "npu", "float")
+    assert not [la for la in deployed.layers if isinstance(la, NearestUpsample)]
+    v = np.random.default_rng(0).random((1, 2 * s, 3 * s, 4), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(deployed(v)), np.asarray(model(v)), atol=1e-6)
 
 
 def test_shares_the_trained_weights(trained) -> None:

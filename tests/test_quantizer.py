@@ -190,8 +190,8 @@ def _split_join() -> bytes:
 
 
 def test_shared_ranges_leave_no_requantising_quantize() -> None:
-    """Quantised through AEQ with the pass (and the identity-QUANTIZE pass), a SPLIT joined to a
-    MUL by a CONCATENATION needs no QUANTIZE; without it AEQ writes one."""
+    """Both CCW joins quantised through AEQ: with AEQ's own ranges each gets a requantising
+    QUANTIZE; with shared ranges and the identity-QUANTIZE pass none is left."""
     from lhp_tf.converters.passes import drop_identity_quantize
 
     raw = _split_join()
@@ -199,7 +199,7 @@ def test_shared_ranges_leave_no_requantising_quantize() -> None:
     plain = quantizer.quantize(raw, quantizer._calibration_pass(raw, images))
     assert [op.op for op in read_graph(plain).operators].count("QUANTIZE") >= 1
     shared = quantizer.quantize(raw, quantizer.calibrate(raw, images))
-    # AEQ still writes a QUANTIZE between the SPLIT and the CONCATENATION, now a copy: the pass drops it
+    # AEQ still writes one between the sigmoid's SPLIT and the copies' CONCATENATION, now a copy
     assert [op.op for op in read_graph(shared).operators].count("QUANTIZE") >= 1
     ops = [op.op for op in read_graph(run_passes(shared, [drop_identity_quantize])).operators]
     assert "QUANTIZE" not in ops and "CONCATENATION" in ops

@@ -100,6 +100,7 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
 @pytest.mark.parametrize("h,w", [(24, 24), (6, 4), (5, 5), (1, 1)])
 def test_global_pool_as_depthwise_steps(h: int, w: int) -> None:
     from lhp_tf.converters.deploy import _global_pool
+
     from lhp_tf.model.kbackend import keras
 
     x = keras.Input(batch_shape=(1, h, w, 3))

@@ -177,6 +177,7 @@ def _split_join() -> bytes:
     """Float .tflite of CCW's two joins: x (1, 4, 4, 4) -> SPLIT -> concat(first half, second half
     squared); sigmoid -> SPLIT -> concat(copies) (a nearest upsample); their product."""
     from lhp_tf.converters.tflite import float_tflite
+
     from lhp_tf.model.kbackend import keras
     from lhp_tf.model.ops import ChannelSplit
 

@@ -66,11 +66,11 @@ this 2-core x86 machine; see the measurements section):
   pooled means would keep the feature map's coarse step. (An earlier trial build with such
   pools failed to load under XNNPACK; a rebuild on random weights on 2026-12-02 loads, cause
   unknown.)
-
 * **CCW's upsampled attention weights** (``x * nearest_upsample(w, s)``): target ``npu``
   repeats ``w`` along width only and multiplies on a rank-4 view (1, h, s, W*C) of ``x``,
-  broadcasting over the s rows each row of ``w`` covers (exact). Alone (Vela, 24x24x20,
-  s = 2..8) it costs 0.5-0.85x the upsample + MUL on U55-256 and about half on U65/U85, but in
+  broadcasting over the s rows each row of ``w`` covers (exact). On toys (Vela, 24x24x20 with
+  s = 2, 4, 8, counting the pool and sigmoid that make ``w``) it costs 0.68-0.84x the upsample
+  + MUL on U55-256 and 0.37-0.47x on U65/U85 (12x12x40, s = 2: 1.0x on U55), but in
   the network Vela must first copy ``x`` (a channel half of the block input, a strided view)
   to reshape it: trained lhp-small U55-256 5.008 -> 4.965 ms, U65-512 1.261 -> 1.284,
   U85-256 1.889 -> 1.887; lhp-large 15.71 -> 15.34, 3.51 -> 3.58, 5.83 -> 5.71. Kept for
@@ -291,8 +291,8 @@ def _upsample_then_multiply(model: Any, keras: Any, upsample: type) -> dict[str,
 def _broadcast_upsample_mul(x: Any, w: Any, s: int, name: str, keras: Any) -> Any:
     """``x * nearest_upsample(w, s)`` without the full upsample: ``w`` is repeated along width
     only (copies at 1/s of the rows), and the product broadcasts over the s rows each row of
-    ``w`` covers, on a rank-4 view (1, h, s, W*C) of ``x``. Exact. Vela costs it at 0.5-0.85x
-    the full upsample + MUL on U55-256 and about half on U65/U85 (24x24x20, s = 2..8)."""
+    ``w`` covers, on a rank-4 view (1, h, s, W*C) of ``x``. Exact; its Vela figures are in
+    the module docs."""
     _, hh, ww, c = (int(d) for d in x.shape)
     h = hh // s
     w = _nearest_along(w, s, 2, f"{name}_cols", keras)

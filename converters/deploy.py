@@ -10,12 +10,15 @@ this 2-core x86 machine; see the measurements section):
 
 * **Channel shuffle without rank-5 tensors** (every target). The model's ChannelShuffle now
   flattens pixels, (1, H*W, g, C/g) -> TRANSPOSE (0, 1, 3, 2), so it is rank 4 everywhere
-  (Ethos-U55/U65, Qualcomm HTP and Edge TPU refuse rank 5). Shuffles of at most 32 channels
-  become a 1x1 0/1 permutation conv instead, exact in float and int8 (weight 1 quantises to
-  127 x 1/127): timed alone between two depthwise convs (LiteRT, 1 thread), the conv beats the
-  transpose at 24 channels on 24x24 (float -9%, int8 -19%) and loses from 40 channels up
-  (int8 +1% at 40@24x24, +30% at 80@12x12, +150% at 320@3x3: its cost grows with C^2); the
-  rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
+  (Ethos-U55/U65, Qualcomm HTP and Edge TPU refuse rank 5). Narrow shuffles become a 1x1 0/1
+  permutation conv instead, exact in float and int8 (weight 1 quantises to 127 x 1/127): up
+  to 32 channels in float graphs, up to 96 in integer ones (:data:`SHUFFLE_CONV_MAX_CHANNELS`).
+  Timed alone between two depthwise convs (LiteRT, 1 thread; conv vs transpose, us): float
+  24@24x24 -9%, 40@24x24 48.8 vs 46.0, 48@12x12 13.2 vs 11.6, 96@6x6 7.7 vs 4.7; int8 24@24x24
+  -19%, 40@24x24 56.6 vs 66.2, 48@12x12 15.2 vs 17.8, 96@6x6 7.0 vs 7.9, 192@3x3 4.1 vs 4.0
+  (XNNPACK's int8 transpose of 2-element rows is 1.6x its float one:
+  ``benchmarks/op_profile.py``). Trained lhp-small int8, whole graph p50 1472 -> 1420 us with
+  the int8 threshold raised from 32 to 96. The rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
   Vela takes both forms, but estimates the transposes slower (lhp-large U85-256 10.80 ms with
   them vs 6.79 ms with convs; U55-256 23.48 vs 23.79, U65-512 4.29 vs 4.39). Folding the
   permutation into neighbouring weights is impossible (the CCW identity half passes through
@@ -25,6 +28,16 @@ this 2-core x86 machine; see the measurements section):
   ``resize(mean_j * w)``: C_i times fewer elements resized. Equal up to float rounding.
 * **Channel MEAN (SCAF's channel average) as a constant 1x1 conv** C -> 1 with weights 1/C
   (every target): Vela rejects MEAN over depth ("reduction over depth only if h, w or c == 1").
+* **SCAF's pooled channel means** (int8 graphs and target ``npu``, where pools are depthwise
+  steps): ``pool_k(mean_c(x))`` becomes one 2x2 stride-2 conv C -> 1 with weights 1/(4C) on
+  ``x``, then 2x2 depthwise steps for k = 4, 8, shared by every pool of the same mean; the
+  full-size 1x1 mean conv goes where only pools read it (always for the top branch). XNNPACK's
+  int8 1x1 conv costs about the same per pixel whatever its channels (24x24: 8->8 9.8 us,
+  24->24 9.9 us; float 1.6 and 7.8 us), so the mean is best taken at the pooled size: toy
+  24x24x24 mean + 2x2 pool, int8, 28.7 -> 18.7 us; trained lhp-small int8 whole graph p50
+  1519 -> 1472 us; Vela U55-256 / U65-512 / U85-256 4.965 / 1.284 / 1.887 -> 4.942 / 1.276 /
+  1.880 ms. Float graphs for XNNPACK keep the 1x1 mean conv and AVERAGE_POOL_2D (the strided
+  conv is 1-2 us slower there). Exact up to float rounding; uniform weights quantise exactly.
 * **Average pools**: a float graph for XNNPACK keeps AVERAGE_POOL_2D (XNNPACK runs it in
   float, faster than the depthwise form); int8 graphs (XNNPACK runs no int8 AVERAGE_POOL_2D)
   and NPU graphs get a chain of 2x2 stride-2 depthwise convs with weights 1/4 (exact in int8;
@@ -167,9 +180,9 @@ from lhp_tf.kinds import DEPLOY_TARGETS
 TARGETS = DEPLOY_TARGETS
 #: what `lhp convert` and the quantisation tools build unless told otherwise: the CPU form
 DEFAULT_TARGET = "xnnpack"
-#: On CPUs narrower channel shuffles become a 1x1 permutation conv, wider ones stay a rank-4
-#: transpose; on NPUs every shuffle becomes a conv.
-SHUFFLE_CONV_MAX_CHANNELS = 32
+#: On CPUs channel shuffles up to this many channels become a 1x1 permutation conv, wider ones
+#: stay a rank-4 transpose (float graphs; integer graphs); on NPUs every shuffle becomes a conv.
+SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 96}
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
 
@@ -219,6 +232,15 @@ def _mean_conv(x: Any, name: str, keras: Any) -> Any:
     c = int(x.shape[-1])
     conv = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=name)
     return _fixed(conv, x, [np.full((1, 1, c, 1), 1.0 / c, np.float32)])
+
+
+def _mean_pool_conv(x: Any, k: int, name: str, keras: Any) -> Any:
+    """SCAF's channel mean then a k x k average pool as one k x k stride-k conv C -> 1 with
+    weights 1/(k^2 C): in int8 on XNNPACK a 1x1 conv costs about the same per pixel whatever
+    its channels, so computing the mean at the pooled size is k^2 times cheaper."""
+    c = int(x.shape[-1])
+    conv = keras.layers.Conv2D(1, k, strides=k, padding="valid", use_bias=False, trainable=False, name=name)
+    return _fixed(conv, x, [np.full((k, k, c, 1), 1.0 / (k * k * c), np.float32)])
 
 
 def _halve(x: Any, name: str, keras: Any) -> Any:
@@ -385,6 +407,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     if target not in TARGETS:
         raise LhpError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
     stepped_pools = target == "npu" or quant != "float"
+    shuffle_conv_max = SHUFFLE_CONV_MAX_CHANNELS["float" if quant == "float" else "integer"]
 
     # SCAF paths in the paper's order (mean * w, then resize): decided on the original graph
     resize_of: dict[str, Any] = {}
@@ -408,8 +431,25 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     folded = _bn_after_conv(model, keras)
     folded_bns = {bn.name for bn in folded.values()}
 
+    # int8 on CPUs: a pooled channel mean is one strided conv from the mean's input, halved on
+    # from there for larger pools and shared by every pool of the same mean
+    fuse_mean_pool = stepped_pools
+    # id(mean output) -> (the output, kept so its id stays unique; its input; name; pools)
+    means: dict[int, tuple[Any, Any, str, dict[int, Any]]] = {}
+
+    def pooled_mean(x: Any, k: int) -> Any:
+        _, source, name, pools = means[id(x)]
+        if k not in pools:
+            if k == 2 or k & (k - 1):
+                pools[k] = _mean_pool_conv(source, k, f"{name}_pool{k}", keras)
+            else:
+                pools[k] = _halve(pooled_mean(x, k // 2), f"{name}_pool{k}", keras)
+        return pools[k]
+
     def resize(layer: Any, x: Any) -> Any:
         k = _pool_factor(layer, keras)
+        if k is not None and fuse_mean_pool and id(x) in means:
+            return pooled_mean(x, k)
         if k is not None:
             return _pool(x, k, layer.name, stepped_pools, keras)
         return layer(x)
@@ -443,10 +483,12 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             return _folded_conv(layer, folded[layer.name], x, keras)
         if layer.name in folded_bns:
             return x  # folded into the conv before it
-        if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= SHUFFLE_CONV_MAX_CHANNELS):
+        if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= shuffle_conv_max):
             return _shuffle_conv(x, layer.groups, layer.name, keras)
         if isinstance(layer, ChannelMean):
-            return _mean_conv(x, layer.name, keras)
+            y = _mean_conv(x, layer.name, keras)  # left out of the graph when only pools read it
+            means[id(y)] = (y, x, layer.name, {})
+            return y
         if target == "npu" and type(layer) is keras.layers.GlobalAveragePooling2D and layer.keepdims:
             return _global_pool(x, layer.name, keras)
         if _pool_factor(layer, keras) is not None:

@@ -66,15 +66,25 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     layers = deployed.layers
     assert not [la for la in layers if isinstance(la, ChannelMean)]
-    # narrow shuffles became permutation convs, wide ones stay the (rank-4) layer
+    # narrow shuffles became permutation convs (up to 32 channels in float, 96 in int8), wide
+    # ones stay the (rank-4) layer
     wide = [int(la.output.shape[-1]) for la in layers if isinstance(la, ChannelShuffle)]
-    assert wide == ([] if target == "npu" else [64])
+    assert wide == ([64] if (target, quant) == ("xnnpack", "float") else [])
     pools = [la for la in layers if type(la) is keras.layers.AveragePooling2D]
     strides = [max(la.strides) for la in layers if type(la) is keras.layers.DepthwiseConv2D]
     if quant == "float" and target == "xnnpack":
         assert pools and max(strides) == 2  # AVERAGE_POOL_2D kept in float; stride-2 depthwise of the backbone
     else:
         assert not pools and max(strides) == 2  # pools became 2x2 stride-2 depthwise steps
+    # where pools are steps, SCAF's pooled channel means are strided convs from the mean's
+    # input; the top branch's 1x1 mean conv, read only by pools, is gone
+    means = [la.name for la in layers if type(la) is keras.layers.Conv2D and la.filters == 1
+             and tuple(la.kernel_size) == (1, 1)]
+    pooled = [la for la in layers if type(la) is keras.layers.Conv2D and la.filters == 1
+              and tuple(la.kernel_size) == tuple(la.strides) == (2, 2)]
+    stepped = not (quant == "float" and target == "xnnpack")
+    assert bool(pooled) == stepped
+    assert any(n.endswith("_mean0") for n in means) != stepped, means
     # an NPU gets global average pools as depthwise steps (fewer Vela cycles than MEAN in lhp-small)
     gaps = [la for la in layers if type(la) is keras.layers.GlobalAveragePooling2D]
     assert bool(gaps) == (target != "npu")

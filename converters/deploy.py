@@ -12,11 +12,12 @@ this 2-core x86 machine; see the measurements section):
   flattens pixels, (1, H*W, g, C/g) -> TRANSPOSE (0, 1, 3, 2), so it is rank 4 everywhere
   (Ethos-U55/U65, Qualcomm HTP and Edge TPU refuse rank 5). Narrow shuffles become a 1x1 0/1
   permutation conv instead, exact in float and int8 (weight 1 quantises to 127 x 1/127): up
-  to 32 channels in float graphs, up to 96 in integer ones (:data:`SHUFFLE_CONV_MAX_CHANNELS`).
+  to 32 channels in float graphs, up to 160 in integer ones (:data:`SHUFFLE_CONV_MAX_CHANNELS`).
   Timed alone between two depthwise convs (LiteRT, 1 thread; conv vs transpose, us): float
-  24@24x24 -9%, 40@24x24 48.8 vs 46.0, 48@12x12 13.2 vs 11.6, 96@6x6 7.7 vs 4.7; int8 24@24x24
-  -19%, 40@24x24 56.6 vs 66.2, 48@12x12 15.2 vs 17.8, 96@6x6 7.0 vs 7.9, 192@3x3 4.1 vs 4.0
-  (XNNPACK's int8 transpose of 2-element rows is 1.6x its float one:
+  24@24x24 -9%, 40@24x24 48.5 vs 44.7, 48@12x12 13.2 vs 11.6, 80@12x12 23.4 vs 15.7, 96@6x6
+  7.7 vs 4.7, 320@3x3 20.1 vs 3.8; int8 24@24x24 -19%, 40@24x24 55.4 vs 61.7, 48@12x12 15.2
+  vs 17.8, 80@12x12 22.0 vs 24.6, 96@6x6 7.0 vs 7.9, 160@6x6 10.8 vs 11.9, 192@3x3 4.1 vs 4.0,
+  320@3x3 6.5 vs 5.6 (XNNPACK's int8 transpose of 2-element rows is 1.4-1.6x its float one:
   ``benchmarks/op_profile.py``). Trained lhp-small int8, whole graph p50 1472 -> 1420 us with
   the int8 threshold raised from 32 to 96. The rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
   Vela takes both forms, but estimates the transposes slower (lhp-large U85-256 10.80 ms with
@@ -182,7 +183,7 @@ TARGETS = DEPLOY_TARGETS
 DEFAULT_TARGET = "xnnpack"
 #: On CPUs channel shuffles up to this many channels become a 1x1 permutation conv, wider ones
 #: stay a rank-4 transpose (float graphs; integer graphs); on NPUs every shuffle becomes a conv.
-SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 96}
+SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lhp_tf.quantize.calibration import calibration_images
 
@@ -32,11 +33,12 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
                       quant: str | None = None, recipe: str | os.PathLike[str] | None = None,
                       overrides: Sequence[str] = (), calib_samples: int | None = None,
                       opset: int | None = None, dynamic_batch: bool = False, target: str = DEFAULT_TARGET,
-                      int16: Sequence[str] = ()) -> Path:
+                      int16: Sequence[str] = (), extra_metadata: dict[str, Any] | None = None) -> Path:
     """Convert ``checkpoint`` to ``output``; ``quant`` defaults to the recipe's ``export.quant``
     (float when no recipe is at hand). ``target`` picks the TFLite deploy graph's form
     (:mod:`lhp_tf.converters.deploy`: ``xnnpack`` for CPUs, ``npu`` for Ethos-U class NPUs);
-    ``int16`` selects int8 ops kept in int16 (:func:`lhp_tf.converters.tflite.convert_tflite`)."""
+    ``int16`` selects int8 ops kept in int16 (:func:`lhp_tf.converters.tflite.convert_tflite`);
+    ``extra_metadata`` is added to a .tflite's metadata (e.g. where QAT weights came from)."""
     if to not in FORMATS:
         raise LhpError(f"--to {to!r}: expected one of {', '.join(FORMATS)}")
     if to != "tflite" and quant not in (None, "float"):
@@ -70,5 +72,6 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
 
         write_bytes(out, convert_onnx(model, opset or DEFAULT_OPSET))
         return out
-    write_bytes(out, convert_tflite(model, spec, quant, images, rec, extra_metadata={"target": target}, int16=int16))
+    write_bytes(out, convert_tflite(model, spec, quant, images, rec, extra_metadata={"target": target, **(extra_metadata or {})},
+                                       int16=int16))
     return out

@@ -94,11 +94,15 @@ class RangeTable(dict):
     def __init__(self, qsvs: dict[str, dict[str, np.ndarray]]) -> None:
         super().__init__(qsvs)
         self.calibrated: dict[str, tuple[float, float]] = {}
+        #: how the ranges were chosen (``minmax``/``mse``), and for ``auto`` each candidate's error
+        self.method = ""
+        self.errors: dict[str, float] = {}
 
     def widest(self, names: Iterable[str]) -> RangeTable:
         """A copy in which ``names`` have their calibrated (un-narrowed) ranges."""
         out = RangeTable({k: dict(v) for k, v in self.items()})
         out.calibrated = dict(self.calibrated)
+        out.method, out.errors = self.method, dict(self.errors)
         for name in names:
             if name in self.calibrated:
                 _set_range(out, name, *self.calibrated[name])
@@ -149,6 +153,8 @@ class FloatGraph:
     constants: dict[int, np.ndarray]
     inputs: list[int]
     outputs: list[int]
+    #: indices of the ops that only permute channels (see :func:`is_permutation_conv`)
+    permutations: frozenset[int] = frozenset()
 
     @classmethod
     def read(cls, float_model: bytes) -> FloatGraph:
@@ -157,30 +163,108 @@ class FloatGraph:
         g = read_graph(float_model)
         constants = {i: np.frombuffer(t.data, np.float32).reshape(t.shape)
                      for i, t in enumerate(g.tensors) if t.data and t.dtype == "float32"}
+        permutations = frozenset(i for i, op in enumerate(g.operators) if op.op == "CONV_2D"
+                                 and op.options.get("activation") == "none"
+                                 and is_permutation_conv([constants.get(t) if t >= 0 else None for t in op.inputs[1:]]))
         return cls(ops=[(op.op, list(op.inputs), list(op.outputs)) for op in g.operators],
                    names=[t.name for t in g.tensors], constants=constants,
-                   inputs=list(g.inputs), outputs=list(g.outputs))
+                   inputs=list(g.inputs), outputs=list(g.outputs), permutations=permutations)
 
 
-def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str = "mse") -> RangeTable:
-    """The float model's activation range table (``calibration``: ``minmax`` or ``mse``), edited
-    so XNNPACK accepts every int8 convolution."""
+def is_permutation_conv(weights: Sequence[np.ndarray | None]) -> bool:
+    """Whether a CONV_2D's (kernel, bias) only reorders channels: a 1x1 kernel of 0s and 1s, one 1
+    per output and per input channel, no bias or a zero one (the deploy graph's channel shuffle)."""
+    kernel = weights[0] if weights else None
+    if kernel is None or kernel.ndim != 4 or kernel.shape[1:3] != (1, 1) or kernel.shape[0] != kernel.shape[3]:
+        return False
+    if len(weights) > 1 and weights[1] is not None and np.any(weights[1] != 0):
+        return False
+    m = kernel[:, 0, 0, :]
+    return bool(np.all((m == 0) | (m == 1)) and np.all(m.sum(0) == 1) and np.all(m.sum(1) == 1))
+
+
+def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str = "mse",
+              probe: Sequence[np.ndarray] | None = None) -> RangeTable:
+    """The float model's activation range table (``calibration``: ``minmax``, ``mse`` or
+    ``auto``), edited so XNNPACK accepts every int8 convolution; ``table.method`` says which.
+
+    ``auto`` builds both and keeps the one whose pure-int8 landmarks move least from the float
+    model's on the ``probe`` images (``table.errors``: each one's :func:`landmark_shift`; by
+    default the last :data:`PROBE_IMAGES` calibration images; ``lhp convert`` passes augmented
+    training faces, :func:`lhp_tf.quantize.calibration.probe_images`). Neither wins everywhere: MSE ranges clip outliers that min/max
+    keeps, and which costs more depends on the weights (held-out drift, synthetic checkpoints:
+    lhp-small 20 epochs mse +0.045, min/max +0.238; lhp-large 20 epochs mse +0.309, min/max
+    +0.215; QAT-tuned weights, which trained under moving min/max ranges: lhp-large mse +0.328,
+    min/max +0.000, but lhp-small mse +0.014, min/max +0.189). The mean square heatmap error
+    is no guide: it preferred min/max on all four synthetic checkpoints, lhp-small's included.
+    """
     if calibration not in CALIBRATIONS:
         raise LhpError(f"calibration {calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
     if not len(images):
         raise LhpError("int8 calibration needs at least one image")
-    table = _calibration_pass(float_model, images)
+    base = _calibration_pass(float_model, images)
     graph = FloatGraph.read(float_model)
     for t in graph.inputs:
-        table.calibrated[graph.names[t]] = INPUT_RANGE
+        base.calibrated[graph.names[t]] = INPUT_RANGE
     for t in (*graph.inputs, *graph.outputs):
-        if graph.names[t] in table:
-            _set_range(table, graph.names[t], *table.calibrated[graph.names[t]])
-    if calibration == "mse":
-        mse_ranges(table, float_model, graph, images)
-    share_ranges(table, graph)
-    widen_for_xnnpack(table, graph)
-    return table
+        if graph.names[t] in base:
+            _set_range(base, graph.names[t], *base.calibrated[graph.names[t]])
+    tables = {}
+    for method in ("minmax", "mse") if calibration == "auto" else (calibration,):
+        table = base.widest(())  # a copy
+        if method == "mse":
+            mse_ranges(table, float_model, graph, images)
+        share_ranges(table, graph)
+        widen_for_xnnpack(table, graph)
+        table.method = method
+        tables[method] = table
+    if calibration != "auto":
+        return tables[calibration]
+    probe = np.asarray(images[-PROBE_IMAGES:] if probe is None else probe)
+    reference = landmark_shift(float_model, probe)
+    errors = {m: float(landmark_shift(quantize(float_model, t), probe, reference)) for m, t in tables.items()}
+    best = tables[min(errors, key=errors.__getitem__)]
+    best.errors = errors
+    return best
+
+
+#: images ``auto`` calibration compares its candidates on
+PROBE_IMAGES = 64
+
+
+def landmark_shift(model: bytes, images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray | float:
+    """The model's heatmap peaks on ``images`` (DARK-decoded, heatmap pixels, (N, K, 2)); with
+    ``reference`` peaks, their mean distance from them: how far int8 moves the landmarks."""
+    from lhp_tf.decode import decode_dark
+
+    coords = decode_dark(heatmap_error(model, images))[0]
+    return coords if reference is None else float(np.mean(np.linalg.norm(coords - reference, axis=-1)))
+
+
+def heatmap_error(model: bytes, images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray | float:
+    """The model's (dequantised) outputs on ``images``; with a ``reference``, their mean square
+    difference from it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model)
+    it.allocate_tensors()
+    src, dst = it.get_input_details()[0], it.get_output_details()[0]
+    out = []
+    for img in images:
+        x = np.asarray(img, np.float32)[None]
+        if src["dtype"] != np.float32:
+            scale, zero = src["quantization"]
+            info = np.iinfo(src["dtype"])
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(src["dtype"])
+        it.set_tensor(src["index"], x)
+        it.invoke()
+        y = it.get_tensor(dst["index"]).astype(np.float32)
+        if dst["dtype"] != np.float32:
+            scale, zero = dst["quantization"]
+            y = (y - zero) * scale
+        out.append(y)
+    y = np.concatenate(out)
+    return y if reference is None else float(np.mean((y - reference) ** 2))
 
 
 #: the model input's range: images scaled by 1/255 (the metadata's input_scale contract)
@@ -383,7 +467,11 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
 
     AEQ gives a same-as-input op (SPLIT, SLICE, RESHAPE, TRANSPOSE, AVERAGE_POOL_2D ...) its
     input's scale and a CONCATENATION's inputs its output's; where the ranges differ it inserts
-    a QUANTIZE. Lite-HRNet concatenates a lot: each CCW block joins its untouched half (a
+    a QUANTIZE. A channel shuffle done as a 1x1 permutation conv (the deploy graph's) joins its
+    input and output too: at one scale its int8 output is its input reordered, bit for bit (the
+    weight 1 is 127 steps of 1/127), where a range of its own would requantise every value
+    (held-out drift, mse, same checkpoints and graph, without -> with: lhp-small 10 epochs
+    +0.083 -> +0.063, 20 epochs +0.059 -> +0.045, lhp-large 10 epochs +0.197 -> +0.164). Lite-HRNet concatenates a lot: each CCW block joins its untouched half (a
     SPLIT of the block input) to the reweighted half, and the nearest upsamples of its
     attention weights are concatenated copies of a sliced sigmoid: 67 QUANTIZEs of 993 ops in
     the trained lhp-small's int8 graph, 164 of 2,492 in lhp-large's. Each group (tensors
@@ -418,12 +506,14 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
     # are copies of their group's values (split, sliced, reshaped, concatenated)
     written: set[int] = set()
     constrained = same_in | same_out | fixed_out
-    for kind, ins, outs in graph.ops:
-        if kind not in constrained:
+    for index, (kind, ins, outs) in enumerate(graph.ops):
+        if kind not in constrained and index not in graph.permutations:
             written.update(outs)
         if kind in fixed_out:
             pinned[outs[0]] = LOGISTIC_RANGE if kind == "LOGISTIC" else None
-        if kind in same_in:  # the data input (SPLIT's follows its axis) and every output
+        if index in graph.permutations:  # a channel shuffle as a conv: exact at its input's scale
+            joined = [ins[0], outs[0]]
+        elif kind in same_in:  # the data input (SPLIT's follows its axis) and every output
             joined = [ins[1] if kind == "SPLIT" else ins[0], *outs]
         elif kind in same_out:
             joined = [*ins, outs[0]]

@@ -179,7 +179,15 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
     if images is None or not len(images):
         raise LhpError(f"--quant {quant}: needs calibration images")
     meta["calibration"] = calibration or (recipe.export.calibration if recipe is not None else "mse")
-    table = quantizer.calibrate(float_model, images, meta["calibration"])
+    probe = None
+    if meta["calibration"] == "auto" and recipe is not None:
+        from lhp_tf.quantize.calibration import probe_images
+
+        probe = probe_images(recipe, quantizer.PROBE_IMAGES)
+    table = quantizer.calibrate(float_model, images, meta["calibration"], probe)
+    if table.errors:  # auto: which ranges, and why
+        meta["calibration_chosen"] = table.method
+        meta["calibration_errors"] = table.errors
 
     def finish(data: bytes) -> bytes:
         """The integer model's passes; ``meta`` is read when called (the int16 choice is added late)."""

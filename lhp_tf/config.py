@@ -149,9 +149,10 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     calib_samples: int = 200
-    #: int8 activation ranges: ``mse`` (error-minimising search from each tensor's extremes) or
-    #: ``minmax`` (ai-edge-quantizer's per-image min/max, moving-averaged); lhp_tf.converters.quantizer
-    calibration: Calibration = "mse"
+    #: int8 activation ranges: ``mse`` (error-minimising search from each tensor's extremes),
+    #: ``minmax`` (ai-edge-quantizer's per-image min/max, moving-averaged) or ``auto`` (the one of
+    #: them that moves the landmarks least on augmented training faces); lhp_tf.converters.quantizer
+    calibration: Calibration = "auto"
     quant: QuantMode = "int8"
 
 

@@ -33,8 +33,11 @@ DECODERS = ("dark", "argmax")
 QUANT_MODES = ("float", "int8", "int16x8")
 #: deploy-graph forms of ``lhp convert --target`` (``lhp_tf.converters.deploy``)
 DEPLOY_TARGETS = ("xnnpack", "npu")
-#: how int8 activation ranges are chosen (``lhp_tf.converters.quantizer``)
-CALIBRATIONS = ("minmax", "mse")
+#: how int8 activation ranges are chosen (``lhp_tf.converters.quantizer``); ``auto``: whichever
+#: of the others gives int8 heatmaps closer to float on calibration images
+CALIBRATIONS = ("minmax", "mse", "auto")
+#: where a QAT model's int8 ranges come from (``lhp quantize qat --ranges``); the first is the default
+QAT_RANGES = ("calibrated", "fake-quant")
 #: the ``--int16`` selector that picks the ops itself (``lhp_tf.quantize.mixed``)
 INT16_AUTO = "auto"
 #: ``train.distribute`` strategies (``lhp_tf.distribute``)

@@ -51,6 +51,8 @@ _OPTIONS_DEPTHWISE = 2     # DepthwiseConv2DOptions: padding, stride_w, stride_h
 _OPTIONS_POOL = 5          # Pool2DOptions: padding, stride_w, stride_h, filter_width, filter_height
 _OPTIONS_RESIZE_BILINEAR = 15  # ResizeBilinearOptions: new_h, new_w, align_corners, half_pixel_centers
 _OPTIONS_TRANSPOSE_CONV = 49   # TransposeConvOptions: padding, stride_w, stride_h
+#: ActivationFunctionType, the fused activation of a conv
+_ACTIVATIONS = {0: "none", 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh", 5: "sign_bit"}
 
 
 @dataclass
@@ -115,8 +117,12 @@ def _options(r: _Reader, op_table: int, kind: str) -> dict[str, Any]:
         return {}
     opts = r.indirect(pos)
     if union_type in (_OPTIONS_CONV, _OPTIONS_DEPTHWISE, _OPTIONS_TRANSPOSE_CONV):
-        return {"padding": "valid" if r.scalar(opts, 0, "<b") else "same",
-                "stride": (r.scalar(opts, 2, "<i"), r.scalar(opts, 1, "<i"))}
+        out = {"padding": "valid" if r.scalar(opts, 0, "<b") else "same",
+               "stride": (r.scalar(opts, 2, "<i"), r.scalar(opts, 1, "<i"))}
+        if union_type != _OPTIONS_TRANSPOSE_CONV:  # fused_activation_function: after the strides (+ multiplier)
+            code = r.scalar(opts, 3 if union_type == _OPTIONS_CONV else 4, "<b")
+            out["activation"] = _ACTIVATIONS.get(code, str(code))
+        return out
     if union_type == _OPTIONS_POOL:
         return {"padding": "valid" if r.scalar(opts, 0, "<b") else "same",
                 "stride": (r.scalar(opts, 2, "<i"), r.scalar(opts, 1, "<i")),

@@ -2,7 +2,7 @@
 
     lhp quantize ptq   CKPT -o model.tflite [--int16 auto | --int16 LOGISTIC,...]
     lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --int16 ...] [--json]
-    lhp quantize qat   CKPT --epochs N -o model.tflite
+    lhp quantize qat   CKPT --epochs N -o model.tflite [--ranges calibrated|fake-quant] [--int16 ...]
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 from collections.abc import Sequence
+
+from lhp_tf.kinds import DEPLOY_TARGETS, QAT_RANGES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -53,11 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("qat", help="quantisation-aware fine-tuning (tfmot, tf_keras) -> int8 .tflite")
     _common(p)
+    _mixed(p)
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--lr", type=float, default=None, help="fine-tuning rate (default: the rate the recipe's schedule ends at)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap the steps of each epoch")
     p.add_argument("--max-samples", type=int, default=None, help="train on the first N training samples only")
+    p.add_argument("--ranges", choices=QAT_RANGES, default=QAT_RANGES[0],
+                   help="int8 ranges: 'calibrated' (default) converts the fine-tuned weights like "
+                        "'lhp convert --quant int8' (deploy graph, the recipe's calibration, --int16, --target); "
+                        "'fake-quant' takes them from the QAT model's fake-quant nodes")
+    p.add_argument("--target", choices=DEPLOY_TARGETS, default=None,
+                   help="deploy graph form for --ranges calibrated (default xnnpack)")
+    p.add_argument("--save-checkpoint", default=None, metavar="PATH.keras",
+                   help="also keep the fine-tuned float model (--ranges calibrated), to convert again later")
     return parser
 
 
@@ -88,6 +99,8 @@ def main(argv: Sequence[str]) -> int:
 
     out = quantization_aware_training(args.checkpoint, args.output, epochs=args.epochs, recipe=args.recipe,
                                       overrides=args.overrides, lr=args.lr, steps_per_epoch=args.steps_per_epoch,
-                                      max_samples=args.max_samples, calib_samples=args.calib_samples)
+                                      max_samples=args.max_samples, calib_samples=args.calib_samples,
+                                      ranges=args.ranges, target=args.target, int16=int16,
+                                      save_checkpoint=args.save_checkpoint)
     print(f"wrote {out}")
     return 0

@@ -100,6 +100,7 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
         "int8_model": str(int8_model) if int8_model is not None else None,
         "calib_samples": int(len(calib)), "debug_samples": int(min(debug_samples, len(calib), SEARCH_IMAGES)),
         "calibration": rec.export.calibration if int8_model is None else None,
+        "calibration_chosen": meta.get("calibration_chosen"), "calibration_errors": meta.get("calibration_errors"),
         "int16_selection": list(int16), "int16_ops": meta.get("int16_ops", []),
         "int16_auto": meta.get("int16_auto"), "decoder": decoder,
         "float_nme": float_nme, "int8_nme": int8_nme, "drift_points": int8_nme - float_nme,
@@ -114,7 +115,8 @@ def format_drift(r: dict[str, Any]) -> str:
     """Human-readable version of :func:`drift_report`."""
     rel = f"{100 * r['drift_relative']:+.2f} %" if r["drift_relative"] is not None else "n/a"
     verdict = "OK" if r["within_tolerance"] else "OVER BUDGET"
-    ptq = f"post-training, {r['calib_samples']} calibration images, {r['calibration']} ranges"
+    chosen = f" ({r['calibration_chosen']} chosen)" if r.get("calibration_chosen") else ""
+    ptq = f"post-training, {r['calib_samples']} calibration images, {r['calibration']} ranges{chosen}"
     lines = [
         f"checkpoint {r['checkpoint']}  data {r['data']} ({r['images']} images, decoder {r['decoder']})",
         f"int8       {r['int8_model'] or ptq}"

@@ -16,6 +16,12 @@ with the board's runtime and decoder on faces of the recipe's TRAINING split thr
 evaluation preprocessing, so the held-out faces the drift is reported on stay unseen. The
 range table is calibrated once and reused by every trial.
 
+A trial passes when the drift's one-sided 95% upper bound (mean per-face NME difference plus
+:data:`CONFIDENCE_Z` standard errors, the faces paired) is within budget, not the mean alone:
+the mean over a few hundred faces is a noisy estimate of the drift on other faces. On the
+synthetic lhp-large (20 epochs) the mean-only rule stopped at 25 of 30 groups with +0.084 on
+the training faces, and the held-out faces then measured +0.104 against a budget of 0.100.
+
 Default (``lhp convert --quant int8``): pure int8, no int16 op. XNNPACK runs no int16 op, so
 every int16 op and each int8<->int16 conversion around it leave the delegate (see
 :mod:`lhp_tf.converters.quantizer`): a mixed model trades the CPU's speed for accuracy and is
@@ -38,17 +44,29 @@ import numpy as np
 AUTO_FACES = 200
 #: calibration images the group benefits are measured on
 PROXY_IMAGES = 16
+#: standard errors above the mean drift that must still be within budget (one-sided 95%)
+CONFIDENCE_Z = 1.645
 
 _GROUP = re.compile(r"^(stem|head|transition\d*|(?:ccw|fusion)_s\d+m\d+)")
 
 
 @dataclass
 class Trial:
+    """``count`` groups in int16: mean drift and its upper bound (what passes or fails), NME points."""
+
     count: int
     drift: float
+    upper: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"int16_groups": self.count, "drift_points": self.drift}
+        return {"int16_groups": self.count, "drift_points": self.drift, "drift_upper_points": self.upper}
+
+
+def paired_drift(int8_faces: np.ndarray, float_faces: np.ndarray) -> tuple[float, float]:
+    """Mean per-face NME difference and its one-sided upper bound (:data:`CONFIDENCE_Z`)."""
+    d = np.asarray(int8_faces, np.float64) - np.asarray(float_faces, np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+    return float(d.mean()), float(d.mean()) + CONFIDENCE_Z * se
 
 
 @dataclass
@@ -60,24 +78,29 @@ class AutoChoice:
     float_nme: float
     budget: float
     drift: float
+    upper: float
+    faces: int
     trials: list[Trial] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"groups": self.groups, "float_nme": self.float_nme, "budget_points": self.budget, "drift_points": self.drift,
-                "within_budget": self.drift <= self.budget, "trials": [t.as_dict() for t in self.trials],
-                "faces": "training split, evaluation preprocessing"}
+                "drift_upper_points": self.upper, "confidence_z": CONFIDENCE_Z, "within_budget": self.upper <= self.budget,
+                "trials": [t.as_dict() for t in self.trials],
+                "faces": f"{self.faces} of the training split, evaluation preprocessing"}
 
 
-def choose(ranked: Sequence[str], drift_of: Callable[[Sequence[str]], float], budget: float) -> tuple[list[str], list[Trial]]:
-    """The shortest prefix of ``ranked`` whose drift is within ``budget`` (the best prefix tried
-    when none is)."""
+def choose(ranked: Sequence[str], drift_of: Callable[[Sequence[str]], tuple[float, float]],
+           budget: float) -> tuple[list[str], list[Trial]]:
+    """The shortest prefix of ``ranked`` whose drift's upper bound is within ``budget`` (the best
+    prefix tried when none is); ``drift_of`` gives (drift, upper bound)."""
     trials: list[Trial] = []
     cache: dict[int, float] = {}
 
     def drift(k: int) -> float:
         if k not in cache:
-            cache[k] = drift_of(list(ranked[:k]))
-            trials.append(Trial(k, cache[k]))
+            mean, upper = drift_of(list(ranked[:k]))
+            cache[k] = upper
+            trials.append(Trial(k, mean, upper))
         return cache[k]
 
     if drift(0) <= budget or not ranked:
@@ -109,35 +132,9 @@ def op_groups(names: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
-def heatmap_error(model: bytes, images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray | float:
-    """The model's (dequantised) outputs on ``images``; with a ``reference``, their mean square
-    difference from it."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=model)
-    it.allocate_tensors()
-    src, dst = it.get_input_details()[0], it.get_output_details()[0]
-    out = []
-    for img in images:
-        x = np.asarray(img, np.float32)[None]
-        if src["dtype"] != np.float32:
-            scale, zero = src["quantization"]
-            info = np.iinfo(src["dtype"])
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(src["dtype"])
-        it.set_tensor(src["index"], x)
-        it.invoke()
-        y = it.get_tensor(dst["index"]).astype(np.float32)
-        if dst["dtype"] != np.float32:
-            scale, zero = dst["quantization"]
-            y = (y - zero) * scale
-        out.append(y)
-    y = np.concatenate(out)
-    return y if reference is None else float(np.mean((y - reference) ** 2))
-
-
 def rank_groups(float_model: bytes, table: Any, images: np.ndarray) -> list[tuple[str, list[str], float]]:
     """``(group, its op names, benefit)``, best first; groups whose int16 does not help are left out."""
-    from lhp_tf.converters.quantizer import FloatGraph, quantize
+    from lhp_tf.converters.quantizer import FloatGraph, heatmap_error, quantize
 
     graph = FloatGraph.read(float_model)
     groups = op_groups([graph.names[outs[0]] for _, _, outs in graph.ops if outs])
@@ -154,27 +151,32 @@ def auto_int16(float_model: bytes, table: Any, calib: np.ndarray, bundle: dict[s
     the runtime decodes with (the board's decoder needs the model's codec)."""
     from lhp_tf.converters.quantizer import quantize
 
+    from lhp_tf.metrics import nme
+
     from .drift import score_tflite, tolerance
 
     with tempfile.TemporaryDirectory(prefix="lhp_int16_") as tmp:
-        def score(data: bytes, name: str) -> float:
+        def faces(data: bytes, name: str) -> np.ndarray:
+            """Per-face NME (percent) of ``data`` on the bundle."""
             path = Path(tmp) / name
             path.write_bytes(finish(data))
-            return score_tflite(path, bundle, decoder)[0]
+            pred = score_tflite(path, bundle, decoder)[1]
+            return 100.0 * np.asarray(nme(pred, bundle["landmarks"], bundle["norm"]), np.float64)
 
-        float_nme = score(float_model, "float.tflite")
+        float_faces = faces(float_model, "float.tflite")
+        float_nme = float(float_faces.mean())
         budget = tolerance(float_nme)
-        pure = score(quantize(float_model, table), "int8.tflite") - float_nme
-        # groups are ranked (one quantisation per group) only when pure int8 is over budget
-        ranked = rank_groups(float_model, table, calib[-PROXY_IMAGES:]) if pure > budget else []
+        pure = paired_drift(faces(quantize(float_model, table), "int8.tflite"), float_faces)
+        # groups are ranked (one quantisation per group) only when pure int8 may be over budget
+        ranked = rank_groups(float_model, table, calib[-PROXY_IMAGES:]) if pure[1] > budget else []
 
-        def drift_of(groups: Sequence[str]) -> float:
+        def drift_of(groups: Sequence[str]) -> tuple[float, float]:
             if not groups:
                 return pure
             names = [n for g, ops, _ in ranked if g in groups for n in ops]
-            return score(quantize(float_model, table, names), "trial.tflite") - float_nme
+            return paired_drift(faces(quantize(float_model, table, names), "trial.tflite"), float_faces)
 
         groups, trials = choose([g for g, _, _ in ranked], drift_of, budget)
     ops = [n for g, names, _ in ranked if g in groups for n in names]
-    drift = next(t.drift for t in reversed(trials) if t.count == len(groups))
-    return AutoChoice(ops, groups, float_nme, budget, drift, trials)
+    chosen = next(t for t in reversed(trials) if t.count == len(groups))
+    return AutoChoice(ops, groups, float_nme, budget, chosen.drift, chosen.upper, len(float_faces), trials)

@@ -10,6 +10,25 @@ pipeline with the recipe's heatmap loss on logits, then rebuilds the QAT model a
 appends the heatmap activation and converts it to full-integer int8 with the same converter
 code and metadata as ``lhp convert``. The sigmoid after the last fake-quant needs no range of
 its own: int8 LOGISTIC has a fixed output scale (1/256).
+
+Two ways to export (``--ranges``):
+
+* ``calibrated`` (the default): the child hands the fine-tuned FLOAT weights back by layer
+  name, and the parent converts them as ``lhp convert --quant int8`` converts a checkpoint:
+  the deploy graph of ``--target``, ai-edge-quantizer, ``--int16`` if asked. QAT then changes
+  only the weights (trained to tolerate int8 noise), and its graph is the one PTQ ships, with
+  its speed and NPU placement. The ranges are chosen by ``auto`` calibration
+  (:data:`QAT_CALIBRATION`, whatever the recipe says): QAT trained under tfmot's moving
+  min/max ranges, but which ranges its weights then tolerate best differs by model (synthetic
+  checkpoints, 1 epoch, held-out drift of the QAT weights: lhp-large +0.000 with min/max
+  ranges, +0.328 with MSE ones; lhp-small +0.189 and +0.014), and ``auto`` picked the better
+  one for both.
+* ``fake-quant``: the child converts the QAT model itself with TensorFlow's converter, the
+  ranges taken from the fake-quant nodes (tfmot's moving min/max); the graph is the network
+  without the deploy rewrites.
+
+Measured on the synthetic checkpoints, 1 QAT epoch against a float control fine-tuned the same
+epoch (``benchmarks/int8_drift.py``; the README's drift table has the figures).
 """
 
 from __future__ import annotations
@@ -25,25 +44,45 @@ from pathlib import Path
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError, run_main
-from lhp_tf.kinds import loss_for
+from lhp_tf.kinds import QAT_RANGES, loss_for
+
+#: ``export.calibration`` for ``--ranges calibrated`` (see the module docstring)
+QAT_CALIBRATION = "auto"
 
 
 def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], epochs: int,
                                 recipe: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
                                 lr: float | None = None, steps_per_epoch: int | None = None,
-                                max_samples: int | None = None, calib_samples: int | None = None) -> Path:
-    """Parent side: export weights + recipe, run the tf_keras child, return the written .tflite."""
+                                max_samples: int | None = None, calib_samples: int | None = None,
+                                ranges: str = QAT_RANGES[0], target: str | None = None,
+                                int16: Sequence[str] = (), save_checkpoint: str | os.PathLike[str] | None = None) -> Path:
+    """Parent side: export weights + recipe, run the tf_keras child, return the written .tflite
+    (``target`` and ``int16`` as in ``lhp convert``, for ``calibrated`` ranges;
+    ``save_checkpoint``: also keep the fine-tuned float model there, a .keras that ``lhp
+    convert`` and ``lhp quantize`` take like any checkpoint; the recipe, with QAT's
+    calibration, is written beside it unless a recipe.yaml is there already)."""
     import json
 
+    from lhp_tf.converters.deploy import DEFAULT_TARGET
+    from lhp_tf.converters.export import export_checkpoint
     from lhp_tf.converters.inference_model import load_checkpoint
     from lhp_tf.converters.run_folder import find_recipe
+    from lhp_tf.converters.tflite import check_int16
 
     from lhp_tf.config import dump_recipe
-    from lhp_tf.model.weights import save_layer_weights
+    from lhp_tf.model.weights import assign_layer_weights, load_layer_weights, save_layer_weights
 
     if epochs <= 0:
         raise LhpError(f"--epochs {epochs}: must be > 0")
+    if ranges not in QAT_RANGES:
+        raise LhpError(f"--ranges {ranges!r}: expected one of {', '.join(QAT_RANGES)}")
+    if ranges == "fake-quant" and (int16 or target not in (None, DEFAULT_TARGET) or save_checkpoint):
+        raise LhpError("--ranges fake-quant: the child converts the QAT model itself, without --int16, "
+                       "a deploy --target or --save-checkpoint; use --ranges calibrated")
+    if save_checkpoint is not None and Path(save_checkpoint).suffix != ".keras":
+        raise LhpError(f"--save-checkpoint {save_checkpoint}: expected a .keras path")
     rec = find_recipe(checkpoint, recipe, overrides)
+    check_int16(int16, rec)
     trained, spec = load_checkpoint(checkpoint, rec)
     # fine-tune on the targets and loss the checkpoint was trained with, whatever the recipe says
     rec = dataclasses.replace(rec, data=dataclasses.replace(rec.data, heatmap_sigma=spec.codec.sigma),
@@ -57,18 +96,36 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         recipe_file.write_text(dump_recipe(rec))
         spec_file = Path(tmp) / "spec.json"
         spec_file.write_text(json.dumps(spec.to_dict()))
+        tuned = Path(tmp) / "tuned.npz"
         cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--spec", str(spec_file),
-               "--weights", str(weights),
-               "--epochs", str(epochs), "-o", str(out), "--checkpoint", str(checkpoint)]
+               "--weights", str(weights), "--epochs", str(epochs), "--checkpoint", str(checkpoint)]
+        cmd += ["--weights-out", str(tuned)] if ranges == "calibrated" else ["-o", str(out)]
         for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
                             ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
             if value is not None:
                 cmd += [flag, str(value)]
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
         proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise LhpError(f"{checkpoint}: quantisation-aware training failed (child exit {proc.returncode}); "
-                       "see its messages above")
+        if proc.returncode != 0:
+            raise LhpError(f"{checkpoint}: quantisation-aware training failed (child exit {proc.returncode}); "
+                           "see its messages above")
+        if ranges == "calibrated":
+            assign_layer_weights(trained, load_layer_weights(tuned), f"{checkpoint}: QAT weights")
+            tuned_checkpoint = Path(tmp) / "qat.keras"  # recipe.yaml beside it: the calibration images
+            trained.save(tuned_checkpoint)
+            if save_checkpoint is not None:
+                from lhp_tf.checkpoint import atomic_write_text, save_keras
+
+                save_keras(trained, save_checkpoint)
+                beside = Path(save_checkpoint).parent / "recipe.yaml"
+                if not beside.exists():  # what `lhp convert` calibrates with; an existing one is kept
+                    export = dataclasses.replace(rec.export, calibration=QAT_CALIBRATION)
+                    atomic_write_text(beside, dump_recipe(dataclasses.replace(rec, export=export)))
+            export_checkpoint(tuned_checkpoint, out, quant="int8", calib_samples=calib_samples,
+                              overrides=[f"export.calibration={QAT_CALIBRATION}"],
+                              target=target or DEFAULT_TARGET, int16=int16,
+                              extra_metadata={"qat_epochs": epochs, "qat_from": str(checkpoint),
+                                              "qat_ranges": ranges})
     return out
 
 
@@ -126,7 +183,9 @@ def child_main(argv: Sequence[str]) -> int:
     p.add_argument("--weights", required=True)
     p.add_argument("--checkpoint", default="")
     p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("-o", "--output", required=True)
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", help="int8 .tflite, ranges from the fake-quant nodes")
+    out.add_argument("--weights-out", help="the fine-tuned float weights (.npz by layer name) instead")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None)
@@ -143,7 +202,7 @@ def child_main(argv: Sequence[str]) -> int:
     from lhp_tf.spec import ModelSpec
 
     from .calibration import calibration_images
-    from .qat_model import build_qat_model, require_legacy
+    from .qat_model import build_qat_model, float_weights, require_legacy
 
     require_legacy()
     rec = load_recipe(args.recipe)
@@ -151,6 +210,9 @@ def child_main(argv: Sequence[str]) -> int:
     model = build_qat_model(spec, args.weights, batch_size=None)
     lr = args.lr if args.lr is not None else final_lr(rec)
     _train(rec, model, args.epochs, lr, args.steps_per_epoch, args.max_samples)
+    if args.weights_out:
+        float_weights(model, spec, args.weights_out)
+        return 0
     fixed = build_qat_model(spec, args.weights, batch_size=1)
     fixed.set_weights(model.get_weights())
     deploy = with_activation(fixed, spec.codec.activation)

@@ -113,3 +113,25 @@ def build_qat_model(spec: ModelSpec, weights: str | os.PathLike[str], batch_size
     model = xnnpack_friendly(model)
     return quantize_model(model)
 
+
+def float_weights(qat_model: Any, spec: ModelSpec, path: str | os.PathLike[str]) -> int:
+    """The fine-tuned float weights of ``qat_model``, as the spec's plain network holds them,
+    to an ``.npz`` by layer name. A QuantizeWrapper owns its layer's variables under the
+    layer's own names (``stem_conv1_conv/kernel:0``) beside its quantizer state
+    (``quant_stem_conv1_conv/kernel_min:0``), so each weight of the plain network is looked up
+    by layer and variable name. Returns the arrays written."""
+    from lhp_tf.model.network import build_from_spec
+    from lhp_tf.model.weights import save_layer_weights
+
+    require_legacy()
+    trained = {v.name: v for v in qat_model.weights}
+    plain = build_from_spec(spec.arch, batch_size=None)
+    for layer in plain.layers:
+        if not layer.weights:
+            continue
+        names = [f"{layer.name}/{v.name.rsplit('/', 1)[-1]}" for v in layer.weights]
+        missing = [n for n in names if n not in trained]
+        if missing:
+            raise RuntimeError(f"QAT model: no variable {missing[0]} (of layer {layer.name})")
+        layer.set_weights([trained[n].numpy() for n in names])
+    return save_layer_weights(plain, path)

@@ -67,7 +67,12 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
         assert list(spec.flip_permutation) == flip_permutation(68).tolist()
         assert meta["input_scale"] == pytest.approx(1 / 255)
         assert spec.dataset_format == "300w" and spec.arch.name == "lhp-small"
-        assert meta.get("calibration") == ("mse" if quant != "float" else None)
+        assert meta.get("calibration") == ("auto" if quant != "float" else None)  # the recipe's default
+        # auto: the candidate that moved the landmarks least on augmented training faces
+        if quant != "float":
+            errors = meta["calibration_errors"]
+            assert set(errors) == {"minmax", "mse"}
+            assert meta["calibration_chosen"] == min(errors, key=errors.__getitem__)
         assert meta.get("int16_ops") == ([] if quant == "int8" else None)  # pure int8 by default
 
 

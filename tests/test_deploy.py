@@ -66,7 +66,7 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     layers = deployed.layers
     assert not [la for la in layers if isinstance(la, ChannelMean)]
-    # narrow shuffles became permutation convs (up to 32 channels in float, 96 in int8), wide
+    # narrow shuffles became permutation convs (up to 32 channels in float, 160 in int8), wide
     # ones stay the (rank-4) layer
     wide = [int(la.output.shape[-1]) for la in layers if isinstance(la, ChannelShuffle)]
     assert wide == ([64] if (target, quant) == ("xnnpack", "float") else [])

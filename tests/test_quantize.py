@@ -53,20 +53,32 @@ def test_auto_choice_is_the_shortest_prefix_within_budget() -> None:
     ranked = [f"op{i}" for i in range(20)]
     tried: list[int] = []
 
-    def drift(names: list[str]) -> float:
+    def drift(names: list[str]) -> tuple[float, float]:
         tried.append(len(names))
-        return 1.0 - 0.1 * len(names)  # within 0.35 from 7 ops on
+        return 0.5 - 0.1 * len(names), 1.0 - 0.1 * len(names)  # upper bound within 0.35 from 7 ops on
 
     ops, trials = choose(ranked, drift, 0.35)
-    assert ops == ranked[:7]
+    assert ops == ranked[:7]  # decided on the upper bound: the mean is within budget from 2 ops on
     assert tried == [0, 1, 2, 4, 8, 6, 7]
     assert [t.count for t in trials] == tried
-    assert choose(ranked, lambda names: 0.0, 0.1)[0] == []
-    ops, trials = choose([], lambda names: 1.0, 0.1)  # nothing helps: pure int8, one trial
+    assert trials[-1].drift == pytest.approx(-0.2) and trials[-1].upper == pytest.approx(0.3)
+    assert choose(ranked, lambda names: (0.0, 0.0), 0.1)[0] == []
+    ops, trials = choose([], lambda names: (1.0, 1.0), 0.1)  # nothing helps: pure int8, one trial
     assert ops == [] and [t.count for t in trials] == [0]
     # never within budget: the best prefix tried, not a silent pure int8
-    ops, _ = choose(ranked, lambda names: 1.0 - 0.01 * len(names), 0.1)
+    ops, _ = choose(ranked, lambda names: (0.9, 1.0 - 0.01 * len(names)), 0.1)
     assert ops == ranked
+
+
+def test_paired_drift_upper_bound() -> None:
+    """The upper bound is the mean paired difference plus z standard errors."""
+    from lhp_tf.quantize.mixed import CONFIDENCE_Z, paired_drift
+
+    float_faces = np.array([3.0, 4.0, 5.0, 6.0])
+    mean, upper = paired_drift(float_faces + [0.1, 0.3, 0.1, 0.3], float_faces)
+    assert mean == pytest.approx(0.2)
+    assert upper == pytest.approx(0.2 + CONFIDENCE_Z * np.std([0.1, 0.3, 0.1, 0.3], ddof=1) / 2)
+    assert paired_drift(float_faces + 0.2, float_faces) == pytest.approx((0.2, 0.2))  # same drift on every face
 
 
 @pytest.mark.slow
@@ -103,23 +115,42 @@ def test_drift_report_with_the_sigmoids_in_int16(run: Path, bundle: Path, tmp_pa
 
 
 @pytest.mark.slow
-def test_qat_runs_one_step_and_exports_int8(run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranges", ["calibrated", "fake-quant"])
+def test_qat_runs_one_step_and_exports_int8(run: Path, tmp_path: Path, ranges: str) -> None:
+    """Both exports: int8 in and out, fully delegated; ``calibrated`` converts the fine-tuned
+    weights like ``lhp convert`` (the recipe's calibration) and differs from the checkpoint's PTQ."""
     from lhp_tf.cli import main
     from lhp_tf.runtime import TFLiteModel, op_delegation
     from lhp_tf.tflite_metadata import read_metadata
 
     out = tmp_path / "qat.tflite"
-    assert main(["quantize", "qat", str(run), "--epochs", "1", "--steps-per-epoch", "1",
-                 "--max-samples", "8", "--calib-samples", "4", "-o", str(out)]) == 0
+    keep = ["--save-checkpoint", str(tmp_path / "tuned" / "qat.keras")] if ranges == "calibrated" else []
+    assert main(["quantize", "qat", str(run), "--epochs", "1", "--steps-per-epoch", "1", "--lr", "0.01",
+                 "--max-samples", "8", "--calib-samples", "4", "--ranges", ranges, "-o", str(out), *keep]) == 0
     meta = read_metadata(out)
     assert meta["quant"] == "int8" and meta["qat_epochs"] == 1
+    assert meta["calibration"] == ("qat" if ranges == "fake-quant" else "auto")
+    assert ("calibration_chosen" in meta) == (ranges == "calibrated")
     model = TFLiteModel(out)
     assert model.input_dtype == np.int8 and model.output_dtype == np.int8
     assert tuple(model._in["shape"]) == (1, 64, 64, 3)
     ops = op_delegation(out)
     assert ops["delegated"] == ops["total"], ops
-    heatmaps = model.predict(np.full((1, 64, 64, 3), 128, np.uint8))
+    image = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    heatmaps = model.predict(image)
     assert heatmaps.shape == (1, 16, 16, 68) and 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
+    if ranges == "calibrated":
+        assert meta["qat_ranges"] == "calibrated" and meta["target"] == "xnnpack"
+        ptq = tmp_path / "ptq.tflite"
+        assert main(["convert", str(run), "--quant", "int8", "--calib-samples", "4", "--set",
+                     f"export.calibration={meta['calibration_chosen']}", "-o", str(ptq)]) == 0
+        assert not np.array_equal(TFLiteModel(ptq).predict(image), heatmaps)  # the weights were fine-tuned
+        # the fine-tuned float model, kept with its recipe, converts to the same int8 model
+        again = tmp_path / "again.tflite"
+        assert (tmp_path / "tuned" / "recipe.yaml").is_file()
+        assert main(["convert", str(tmp_path / "tuned" / "qat.keras"), "--quant", "int8", "--calib-samples", "4",
+                     "-o", str(again)]) == 0
+        np.testing.assert_array_equal(TFLiteModel(again).predict(image), heatmaps)
 
 
 def test_op_groups_follow_the_network_modules() -> None:
@@ -155,7 +186,8 @@ def test_convert_int16_auto_records_its_choice(run: Path, tmp_path: Path) -> Non
     assert auto["trials"][0]["int16_groups"] == 0
     chosen = [t for t in auto["trials"] if t["int16_groups"] == len(auto["groups"])]
     assert chosen and chosen[-1]["drift_points"] == auto["drift_points"]
-    assert auto["within_budget"] == (auto["drift_points"] <= auto["budget_points"])
+    assert chosen[-1]["drift_upper_points"] == auto["drift_upper_points"] >= auto["drift_points"]
+    assert auto["within_budget"] == (auto["drift_upper_points"] <= auto["budget_points"])
     graph = read_graph(out)
     int16 = sorted(graph.tensors[op.outputs[0]].name for op in graph.operators
                    if op.op != "QUANTIZE" and graph.tensors[op.outputs[0]].dtype == "int16")

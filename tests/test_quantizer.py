@@ -258,3 +258,80 @@ def test_the_private_api_check_catches_what_it_must(tmp_path: Path) -> None:
                    "from ai_edge_quantizer.utils import _private\n"
                    "from lhp_tf.model.ops import _steps\n")
     assert {int(use.split(":")[1].split()[0]) for use in _private_uses(bad)} == {1, 2, 3, 4, 5, 6}
+
+
+def test_permutation_conv_keeps_its_input_scale_and_copies_bit_for_bit() -> None:
+    """The deploy graph's channel shuffle (a 1x1 0/1 conv) shares its input's range, so its int8
+    output is its input reordered exactly; the same kernel with a fused ReLU is not a copy."""
+    from ai_edge_litert.interpreter import Interpreter
+    from lhp_tf.converters.deploy import shuffle_permutation
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+
+    perm = shuffle_permutation(8, 2)
+    kernel = np.zeros((1, 1, 8, 8), np.float32)
+    kernel[0, 0, perm, np.arange(8)] = 1.0
+    assert quantizer.is_permutation_conv([kernel.transpose(3, 0, 1, 2)])
+    assert not quantizer.is_permutation_conv([2 * kernel.transpose(3, 0, 1, 2)])
+    assert not quantizer.is_permutation_conv([kernel.transpose(3, 0, 1, 2), np.ones(8, np.float32)])
+
+    def model(activation: str | None) -> bytes:
+        """A CCW-like block: its worked half shrunk 10x, so the concatenation's own range is
+        narrower than the group's (the block input's) that share_ranges gives it."""
+        from lhp_tf.model.ops import ChannelSplit
+
+        x = keras.Input(batch_shape=(1, 6, 6, 4))
+        mix = keras.layers.Conv2D(8, 3, padding="same", name="mix")
+        a, b = ChannelSplit([4, 4])(mix(x))
+        kernel_mix, bias_mix = mix.get_weights()
+        mix.set_weights([kernel_mix * np.r_[np.ones(4), np.full(4, 10.0)].astype(np.float32), bias_mix])
+        y = keras.layers.Concatenate(name="cat")([a, keras.layers.Rescaling(0.1)(b)])
+        shuffle = keras.layers.Conv2D(8, 1, use_bias=False, activation=activation, name="shuffle")
+        z = shuffle(y)
+        shuffle.set_weights([kernel])
+        return float_tflite(keras.Model(x, keras.layers.Conv2D(3, 1, name="out")(z)))
+
+    keras.utils.set_random_seed(0)
+    raw = model(None)
+    assert len(quantizer.FloatGraph.read(raw).permutations) == 1
+    assert not quantizer.FloatGraph.read(model("relu")).permutations
+    images = np.random.default_rng(0).random((8, 6, 6, 4), dtype=np.float32)
+    data = quantizer.quantize(raw, quantizer.calibrate(raw, images))
+    it = Interpreter(model_content=data, experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    details = {d["name"]: d for d in it.get_tensor_details()}
+    maps = {n.split("_")[0]: d for n, d in details.items() if tuple(d["shape"]) == (1, 6, 6, 8)}
+    cat, shuffled = maps["cat"], maps["shuffle"]  # the shuffle's input and output
+    assert cat["quantization"] == shuffled["quantization"]
+    src = it.get_input_details()[0]
+    scale, zero = src["quantization"]
+    it.set_tensor(src["index"], np.clip(np.round(images[:1] / scale + zero), -128, 127).astype(np.int8))
+    it.invoke()
+    np.testing.assert_array_equal(it.get_tensor(shuffled["index"]), it.get_tensor(cat["index"])[..., perm])
+
+
+def test_auto_calibration_keeps_the_candidate_closer_to_float() -> None:
+    """``auto`` builds the min/max and the MSE tables and keeps the one whose int8 landmarks
+    move least from float's; the kept table is the one that method gives alone."""
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input(batch_shape=(1, 6, 6, 4))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    raw = float_tflite(keras.Model(x, keras.layers.Conv2D(3, 1)(y)))
+    images = np.random.default_rng(0).random((16, 6, 6, 4), dtype=np.float32)
+    table = quantizer.calibrate(raw, images, "auto")
+    assert set(table.errors) == {"minmax", "mse"}
+    assert table.method == min(table.errors, key=table.errors.__getitem__)
+    alone = quantizer.calibrate(raw, images, table.method)
+    assert alone.method == table.method and not alone.errors
+    assert {n: quantizer._range(alone, n) for n in alone} == {n: quantizer._range(table, n) for n in table}
+    probe = images[-quantizer.PROBE_IMAGES:]
+    reference = quantizer.landmark_shift(raw, probe)
+    assert reference.shape == (len(probe), 3, 2)
+    for method, error in table.errors.items():
+        got = quantizer.landmark_shift(quantizer.quantize(raw, quantizer.calibrate(raw, images, method)), probe, reference)
+        assert got == pytest.approx(error) and got > 0

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quant", nargs="+", default=["int8", "float"])
     p.add_argument("--rounds", type=int, default=3, help="conversions per kind; the median is compared "
                    "(wall time on a shared machine varies by +-10%%)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="recipe override passed to lhp convert, e.g. export.calibration=auto for a run "
+                        "whose recipe.yaml pins another")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be >= 1")
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for quant, out in outputs.items():  # interleaved: a slow spell of the machine hits every kind
                 cmd = [sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", quant, "-o", str(out)]
+                cmd += [f"--set={item}" for item in args.overrides]
                 start = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 walls[quant].append(time.perf_counter() - start)

@@ -102,21 +102,36 @@ weight traffic that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms 
 Current figures, trained synthetic checkpoints (``runs/synthetic-300w-small-2x``: lhp-small, 20
 epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... --quant int8
 [--target npu]`` then ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512
-ethos-u85-256``; "before" is the same command on the previous main (ec8a821). Every op on the
-NPU and every node delegated to XNNPACK in all of them:
+ethos-u85-256``; "before" is the same command on main ec8a821, "then" on 5fbd3e4 (before the
+pooled-mean convs, the int8 shuffle threshold of 160 and the permutation convs' shared
+ranges). Every op on the NPU and every node delegated to XNNPACK in all of them:
 
 =======================  ==============  ===========  ==========================================
 model, form              ops (QUANTIZE)  MEAN         Vela U55-256 / U65-512 / U85-256
 =======================  ==============  ===========  ==========================================
 lhp-small xnnpack before 993 (67)        51
-lhp-small xnnpack        926 (0)         51
+lhp-small xnnpack then   926 (0)         51
+lhp-small xnnpack        880 (0)         51
 lhp-small npu before     1019 (73)       51           5.636 / 1.433 / 2.256 ms
-lhp-small npu            1044 (0)        0            4.965 / 1.284 / 1.887 ms
+lhp-small npu then       1044 (0)        0            4.965 / 1.284 / 1.887 ms
+lhp-small npu            1038 (0)        0            4.942 / 1.276 / 1.880 ms
 lhp-large xnnpack before 2492 (164)      126
-lhp-large xnnpack        2328 (0)        126
+lhp-large xnnpack then   2328 (0)        126
+lhp-large xnnpack        2158 (0)        126
 lhp-large npu before     2453 (173)      126          18.08 / 4.127 / 7.233 ms
-lhp-large npu            2511 (0)        0            15.34 / 3.581 / 5.706 ms
+lhp-large npu then       2511 (0)        0            15.34 / 3.581 / 5.706 ms
+lhp-large npu            2497 (0)        0            15.31 / 3.564 / 5.705 ms
 =======================  ==============  ===========  ==========================================
+
+Where XNNPACK's int8 time goes, op by op against float (``python benchmarks/op_profile.py
+--checkpoint CKPT``): lhp-small int8 1.38x float summed over its ops alone, CONV_2D 1.59x,
+DEPTHWISE 1.71x, MUL 2.13x, TRANSPOSE 1.58x, RESIZE_BILINEAR 1.54x, while CONCATENATION,
+SPLIT, RESHAPE, MEAN and LOGISTIC are cheaper in int8. An int8 1x1 conv costs about 15 ns per
+output pixel whatever its channels up to 16 (24x24: 8 -> 8 9.8 us, float 1.6 us), the stem's
+3x3 conv on 3 channels 93 vs 30 us, and SCAF's two-way broadcast MUL (h, w, 1) x (1, 1, C) 2-3x
+float: x86's int8 kernels for these narrow shapes, not the graph. Tried and not adopted: the
+stem conv as SPACE_TO_DEPTH + a 2x2 conv on 12 channels (int8 -20 us on one-op toys for 16
+and 32 output channels, float +24-27 us, and a TensorFlow op outside Keras' own layers).
 
 Measurements (taken before conv+BN folding and the npu form's broadcast conv; current figures
 are in the table above. 98 landmarks, untrained weights with

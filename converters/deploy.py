@@ -447,9 +447,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     folded = _bn_after_conv(model, keras)
     folded_bns = {bn.name for bn in folded.values()}
 
-    # int8 on CPUs: a pooled channel mean is one strided conv from the mean's input, halved on
-    # from there for larger pools and shared by every pool of the same mean
-    fuse_mean_pool = stepped_pools
+    # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
+    # mean's input, halved on from there for larger pools and shared by every pool of that mean;
     # id(mean output) -> (the output, kept so its id stays unique; its input; name; pools)
     means: dict[int, tuple[Any, Any, str, dict[int, Any]]] = {}
 
@@ -464,7 +463,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
 
     def resize(layer: Any, x: Any) -> Any:
         k = _pool_factor(layer, keras)
-        if k is not None and fuse_mean_pool and id(x) in means:
+        if k is not None and stepped_pools and id(x) in means:
             return pooled_mean(x, k)
         if k is not None:
             return _pool(x, k, layer.name, stepped_pools, keras)

@@ -191,8 +191,9 @@ def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str
     ``auto`` builds both and keeps the one whose pure-int8 landmarks move least from the float
     model's on the ``probe`` images (``table.errors``: each one's :func:`landmark_shift`; by
     default the last :data:`PROBE_IMAGES` calibration images; ``lhp convert`` passes augmented
-    training faces, :func:`lhp_tf.quantize.calibration.probe_images`). Neither wins everywhere: MSE ranges clip outliers that min/max
-    keeps, and which costs more depends on the weights (held-out drift, synthetic checkpoints:
+    training faces, :func:`lhp_tf.quantize.calibration.probe_images`). Neither wins everywhere:
+    MSE ranges clip outliers that min/max keeps, and which costs more depends on the weights
+    (held-out drift, synthetic checkpoints:
     lhp-small 20 epochs mse +0.045, min/max +0.238; lhp-large 20 epochs mse +0.309, min/max
     +0.215; QAT-tuned weights, which trained under moving min/max ranges: lhp-large mse +0.328,
     min/max +0.000, but lhp-small mse +0.014, min/max +0.189). The mean square heatmap error
@@ -471,8 +472,9 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
     input and output too: at one scale its int8 output is its input reordered, bit for bit (the
     weight 1 is 127 steps of 1/127), where a range of its own would requantise every value
     (held-out drift, mse, same checkpoints and graph, without -> with: lhp-small 10 epochs
-    +0.083 -> +0.063, 20 epochs +0.059 -> +0.045, lhp-large 10 epochs +0.197 -> +0.164). Lite-HRNet concatenates a lot: each CCW block joins its untouched half (a
-    SPLIT of the block input) to the reweighted half, and the nearest upsamples of its
+    +0.083 -> +0.063, 20 epochs +0.059 -> +0.045, lhp-large 10 epochs +0.197 -> +0.164).
+    Lite-HRNet concatenates a lot: each CCW block joins its untouched half (a SPLIT of the block
+    input) to the reweighted half, and the nearest upsamples of its
     attention weights are concatenated copies of a sliced sigmoid: 67 QUANTIZEs of 993 ops in
     the trained lhp-small's int8 graph, 164 of 2,492 in lhp-large's. Each group (tensors
     joined through those ops) gets the union of its members' ranges; a group holding a

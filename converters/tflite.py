@@ -197,11 +197,10 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         return Converted(finish(quantizer.quantize(float_model, table, all_int16=True)), float_model, table)
     chosen: list[str] = []
     if list(int16) == [AUTO]:
+        from lhp_tf.quantize.calibration import augmented_bundle
         from lhp_tf.quantize.mixed import AUTO_FACES, auto_int16
 
-        from lhp_tf.data.bundle import build_bundle
-
-        bundle = build_bundle(recipe, recipe.data.train_split, AUTO_FACES)
+        bundle = augmented_bundle(recipe, AUTO_FACES)
         choice = auto_int16(float_model, table, np.asarray(images), bundle, recipe.eval.decoder, finish)
         chosen, meta["int16_auto"] = choice.ops, choice.as_dict()
     elif int16:

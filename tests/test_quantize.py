@@ -194,3 +194,23 @@ def test_convert_int16_auto_records_its_choice(run: Path, tmp_path: Path) -> Non
     assert sorted(meta["int16_ops"]) == int16
     assert bool(int16) == bool(auto["groups"])
     assert not [t for t in graph.tensors if t.dtype == "float32"]
+
+
+def test_augmented_bundle_holds_faces_inside_their_crops(run: Path) -> None:
+    """``--int16 auto``'s faces: augmented training crops, landmarks in crop pixels, all inside,
+    each normalised by its own inter-ocular distance; a bundle the board's scorer takes."""
+    from lhp_tf.converters.run_folder import find_recipe
+    from lhp_tf.quantize.calibration import augmented_bundle
+
+    from lhp_tf.data.images import inter_ocular
+
+    rec = find_recipe(run)
+    b = augmented_bundle(rec, 12)
+    n, (h, w) = len(b["images"]), rec.model.input_size
+    assert 0 < n <= 12 and b["images"].dtype == np.uint8 and b["images"].shape[1:] == (h, w, 3)
+    pts = b["landmarks"]
+    assert pts.shape == (n, 68, 2) and (pts >= -0.5).all() and (pts[..., 0] <= w - 0.5).all() and (pts[..., 1] <= h - 0.5).all()
+    np.testing.assert_array_equal(b["crop2img"], np.tile([[1, 0, 0], [0, 1, 0]], (n, 1, 1)))
+    np.testing.assert_allclose(b["norm"], inter_ocular(pts))
+    again = augmented_bundle(rec, 12)  # seeded: the same faces every time
+    np.testing.assert_array_equal(again["images"], b["images"])

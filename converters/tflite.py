@@ -201,7 +201,7 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         from lhp_tf.quantize.mixed import AUTO_FACES, auto_int16
 
         bundle = augmented_bundle(recipe, AUTO_FACES)
-        choice = auto_int16(float_model, table, np.asarray(images), bundle, recipe.eval.decoder, finish)
+        choice = auto_int16(float_model, table, bundle, recipe.eval.decoder, finish)
         chosen, meta["int16_auto"] = choice.ops, choice.as_dict()
     elif int16:
         chosen = quantizer.select_ops(float_model, int16)

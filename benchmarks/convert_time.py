@@ -22,22 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET_S = {"int8": 30.0}
-
-
-def _untrained_run(tmp: Path) -> Path:
-    from lhp_tf.config import dump_recipe, load_recipe
-    from lhp_tf.model.network import LandmarkNet
-    from lhp_tf.spec import ModelSpec
-
-    recipe = load_recipe(REPO / "recipes" / "synthetic-300w.yaml",
-                         ["model.arch=lhp-small", f"data.cache_dir={tmp / 'cache'}", "data.synthetic.num=64"])
-    run = tmp / "lhp-small"
-    run.mkdir()
-    LandmarkNet(ModelSpec.from_recipe(recipe)).save(run / "best.keras")
-    (run / "recipe.yaml").write_text(dump_recipe(recipe))
-    return run / "best.keras"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     failed = False
     with tempfile.TemporaryDirectory(prefix="lhp_convert_time_") as tmp:
-        ckpt = Path(args.checkpoint) if args.checkpoint else _untrained_run(Path(tmp))
+        from untrained import untrained_run  # benchmarks/ is sys.path[0] when run as a script
+
+        ckpt = Path(args.checkpoint) if args.checkpoint else untrained_run(Path(tmp))
         if not args.checkpoint:
             # first conversion materialises the synthetic calibration images: not timed
             subprocess.run([sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", "float",

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET_SPEEDUP = 2.0
 #: int8 latency / MediaPipe face_landmark latency that each model must stay under
 TARGET_VS_MEDIAPIPE = {"lhp-small": 0.7, "lhp-large": 2.5}
@@ -95,20 +94,10 @@ def _tflite_runner(path: Path, image: np.ndarray) -> Callable[[], None]:
 def _models(arch: str, checkpoint: str | None, tmp: Path) -> tuple[dict[str, Path], str]:
     """float/int8 .tflite and fp32 .onnx of one model; returns the files and where weights came from."""
     from lhp_tf.converters.export import export_checkpoint
-
-    from lhp_tf.config import dump_recipe, load_recipe
-    from lhp_tf.model.network import LandmarkNet
-    from lhp_tf.spec import ModelSpec
+    from untrained import untrained_run  # benchmarks/ is sys.path[0] when run as a script
 
     if checkpoint is None:
-        recipe = load_recipe(REPO / "recipes" / "synthetic-300w.yaml",
-                             [f"model.arch={arch}", f"data.cache_dir={tmp / 'cache'}",
-                              "data.synthetic.num=64", "export.calib_samples=32"])
-        run = tmp / arch
-        run.mkdir()
-        LandmarkNet(ModelSpec.from_recipe(recipe)).save(run / "best.keras")
-        (run / "recipe.yaml").write_text(dump_recipe(recipe))
-        checkpoint = str(run / "best.keras")
+        checkpoint = str(untrained_run(tmp, arch, ["export.calib_samples=32"]))
         source = "freshly built, UNTRAINED weights (latency does not depend on their values)"
     else:
         source = f"checkpoint {checkpoint}"

@@ -35,8 +35,6 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True)
 class Signature:
@@ -211,20 +209,10 @@ def report(per_op: dict[str, dict[Signature, tuple[float, int]]], whole: dict[st
 
 def _convert(checkpoint: str | None, arch: str, target: str, tmp: Path) -> dict[str, Path]:
     from lhp_tf.converters.export import export_checkpoint
-
-    from lhp_tf.config import dump_recipe, load_recipe
-    from lhp_tf.model.network import LandmarkNet
-    from lhp_tf.spec import ModelSpec
+    from untrained import untrained_run  # benchmarks/ is sys.path[0] when run as a script
 
     if checkpoint is None:
-        recipe = load_recipe(REPO / "recipes" / "synthetic-300w.yaml",
-                             [f"model.arch={arch}", f"data.cache_dir={tmp / 'cache'}",
-                              "data.synthetic.num=64", "export.calib_samples=32"])
-        run = tmp / arch
-        run.mkdir()
-        LandmarkNet(ModelSpec.from_recipe(recipe)).save(run / "best.keras")
-        (run / "recipe.yaml").write_text(dump_recipe(recipe))
-        checkpoint = str(run / "best.keras")
+        checkpoint = str(untrained_run(tmp, arch, ["export.calib_samples=32"]))
     return {quant: Path(export_checkpoint(checkpoint, tmp / f"{quant}.tflite", quant=quant, target=target))
             for quant in ("float", "int8")}
 

@@ -22,39 +22,36 @@ from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
 
 
-def calibration_images(recipe: Recipe, num: int | None = None, seed: int = 0) -> np.ndarray:
-    """``(N, H, W, 3)`` float32 images in [0, 1]; ``num`` defaults to ``export.calib_samples``."""
+def _training_samples(recipe: Recipe, num: int, seed: int) -> list:
+    """Up to ``num`` samples of the training split, picked with ``seed``, in split order."""
     from lhp_tf.data.datasets import read_split
-    from lhp_tf.data.pipeline import eval_dataset
 
-    num = recipe.export.calib_samples if num is None else num
-    if num <= 0:
-        raise LhpError(f"calibration sample count must be > 0, got {num} (export.calib_samples / --calib-samples)")
     samples = read_split(recipe.data, recipe.data.train_split)
     if not samples:
         raise LhpError(f"{recipe.source or recipe.name}: training split {recipe.data.train_split!r} is empty; "
                        "int8 calibration needs training images")
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(samples), size=min(num, len(samples)), replace=False))
-    chosen = [samples[int(i)] for i in pick]
-    batches = [batch["image"].numpy() for batch in eval_dataset(recipe, chosen)]
+    return [samples[int(i)] for i in pick]
+
+
+def calibration_images(recipe: Recipe, num: int | None = None, seed: int = 0) -> np.ndarray:
+    """``(N, H, W, 3)`` float32 images in [0, 1]; ``num`` defaults to ``export.calib_samples``."""
+    from lhp_tf.data.pipeline import eval_dataset
+
+    num = recipe.export.calib_samples if num is None else num
+    if num <= 0:
+        raise LhpError(f"calibration sample count must be > 0, got {num} (export.calib_samples / --calib-samples)")
+    batches = [batch["image"].numpy() for batch in eval_dataset(recipe, _training_samples(recipe, num, seed))]
     return np.concatenate(batches, axis=0).astype(np.float32)
 
 
 def probe_images(recipe: Recipe, num: int, seed: int = 0) -> np.ndarray:
     """``(num, H, W, 3)`` float32 training faces in [0, 1] through the training augmentation
     (one epoch's draw for ``seed``), spread over the whole split."""
-    from lhp_tf.data.datasets import read_split
     from lhp_tf.data.pipeline import train_dataset
 
-    samples = read_split(recipe.data, recipe.data.train_split)
-    if not samples:
-        raise LhpError(f"{recipe.source or recipe.name}: training split {recipe.data.train_split!r} is empty; "
-                       "int8 calibration needs training images")
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(samples), size=min(num, len(samples)), replace=False))
-    chosen = [samples[int(i)] for i in pick]
-    batches = [images.numpy() for images, _ in train_dataset(recipe, chosen, seed, 0)]
+    batches = [images.numpy() for images, _ in train_dataset(recipe, _training_samples(recipe, num, seed), seed, 0)]
     return np.concatenate(batches, axis=0)[:num].astype(np.float32)
 
 
@@ -68,17 +65,11 @@ def augmented_bundle(recipe: Recipe, num: int, seed: int = 0) -> dict[str, np.nd
     out; int8 with min/max ranges drifts +0.165, +0.042 and +0.131), so ``--int16 auto``
     judges its trials on these.
     """
-    from lhp_tf.data.datasets import read_split
     from lhp_tf.data.images import inter_ocular
     from lhp_tf.data.pipeline import batches
 
-    samples = read_split(recipe.data, recipe.data.train_split)
-    if not samples:
-        raise LhpError(f"{recipe.source or recipe.name}: training split {recipe.data.train_split!r} is empty")
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(len(samples), size=min(num, len(samples)), replace=False))
     images, points = [], []
-    for b in batches(recipe, [samples[int(i)] for i in pick], seed, 0, augment=True, batch_size=1):
+    for b in batches(recipe, _training_samples(recipe, num, seed), seed, 0, augment=True, batch_size=1):
         inside = b["weight"].numpy().min(axis=1) > 0
         images.append(b["image"].numpy()[inside])
         points.append(b["points"].numpy()[inside])

@@ -19,7 +19,8 @@ this 2-core x86 machine; see the measurements section):
   vs 17.8, 80@12x12 22.0 vs 24.6, 96@6x6 7.0 vs 7.9, 160@6x6 10.8 vs 11.9, 192@3x3 4.1 vs 4.0,
   320@3x3 6.5 vs 5.6 (XNNPACK's int8 transpose of 2-element rows is 1.4-1.6x its float one:
   ``benchmarks/op_profile.py``). Trained lhp-small int8, whole graph p50 1472 -> 1420 us with
-  the int8 threshold raised from 32 to 96. The rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
+  the int8 threshold raised from 32 to 96 (toys and whole-graph timings: ad-hoc in-process
+  scripts, not kept; ``benchmarks/latency.py`` has the current figures). The rank-4 and rank-5 transposes time the same. Target ``npu`` makes every shuffle a conv:
   Vela takes both forms, but estimates the transposes slower (lhp-large U85-256 10.80 ms with
   them vs 6.79 ms with convs; U55-256 23.48 vs 23.79, U65-512 4.29 vs 4.39). Folding the
   permutation into neighbouring weights is impossible (the CCW identity half passes through
@@ -36,7 +37,7 @@ this 2-core x86 machine; see the measurements section):
   int8 1x1 conv costs about the same per pixel whatever its channels (24x24: 8->8 9.8 us,
   24->24 9.9 us; float 1.6 and 7.8 us), so the mean is best taken at the pooled size: toy
   24x24x24 mean + 2x2 pool, int8, 28.7 -> 18.7 us; trained lhp-small int8 whole graph p50
-  1519 -> 1472 us; Vela U55-256 / U65-512 / U85-256 4.965 / 1.284 / 1.887 -> 4.942 / 1.276 /
+  1519 -> 1472 us (ad-hoc timings, not kept); Vela U55-256 / U65-512 / U85-256 4.965 / 1.284 / 1.887 -> 4.942 / 1.276 /
   1.880 ms. Float graphs for XNNPACK keep the 1x1 mean conv and AVERAGE_POOL_2D (the strided
   conv is 1-2 us slower there). Exact up to float rounding; uniform weights quantise exactly.
 * **Average pools**: a float graph for XNNPACK keeps AVERAGE_POOL_2D (XNNPACK runs it in

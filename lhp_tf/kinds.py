@@ -34,7 +34,7 @@ QUANT_MODES = ("float", "int8", "int16x8")
 #: deploy-graph forms of ``lhp convert --target`` (``lhp_tf.converters.deploy``)
 DEPLOY_TARGETS = ("xnnpack", "npu")
 #: how int8 activation ranges are chosen (``lhp_tf.converters.quantizer``); ``auto``: whichever
-#: of the others gives int8 heatmaps closer to float on calibration images
+#: of the others moves the int8 landmarks least on augmented training faces
 CALIBRATIONS = ("minmax", "mse", "auto")
 #: where a QAT model's int8 ranges come from (``lhp quantize qat --ranges``); the first is the default
 QAT_RANGES = ("calibrated", "fake-quant")

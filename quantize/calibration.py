@@ -7,11 +7,11 @@ unseen. Samples are picked with a fixed seed, spread over the whole split.
 
 :func:`probe_images` are the other kind: training faces through the TRAINING augmentation, on
 which ``export.calibration: auto`` compares candidate ranges (and :func:`augmented_bundle`
-scores ``--int16 auto``'s trials). The model has fitted the plain
-training crops, and on them int8's landmark shifts rank the candidates unlike on unseen faces
-(synthetic lhp-small, 20 epochs, mean shift in heatmap pixels, min/max vs MSE ranges: 0.062 vs
-0.066 on plain training crops, 0.103 vs 0.088 on augmented ones; held-out drift +0.238 vs
-+0.045); augmented crops are new to it.
+scores ``--int16 auto``'s trials). The model has fitted the plain training crops, and on them
+int8's landmark shifts rank the candidates unlike on unseen faces (an ad-hoc comparison, not
+kept: synthetic lhp-small, 20 epochs, mean shift in heatmap pixels, min/max vs MSE ranges:
+0.062 vs 0.066 on plain training crops, 0.103 vs 0.088 on augmented ones; held-out drift
++0.238 vs +0.045); augmented crops are new to it.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def calibration_images(recipe: Recipe, num: int | None = None, seed: int = 0) ->
 
 
 def probe_images(recipe: Recipe, num: int, seed: int = 0) -> np.ndarray:
-    """``(num, H, W, 3)`` float32 training faces in [0, 1] through the training augmentation
-    (one epoch's draw for ``seed``), spread over the whole split."""
+    """Up to ``num`` float32 training faces ``(N, H, W, 3)`` in [0, 1] through the training
+    augmentation (one epoch's draw for ``seed``, full batches), spread over the whole split."""
     from lhp_tf.data.pipeline import train_dataset
 
     batches = [images.numpy() for images, _ in train_dataset(recipe, _training_samples(recipe, num, seed), seed, 0)]
@@ -61,9 +61,9 @@ def augmented_bundle(recipe: Recipe, num: int, seed: int = 0) -> dict[str, np.nd
     their own inter-ocular distance; faces with a landmark outside the crop are left out.
 
     A model's NME here is close to its held-out NME, unlike on the plain training crops it has
-    fitted (synthetic lhp-large, 10 epochs: float 5.643 augmented, 4.325 plain, 5.665 held
-    out; int8 with min/max ranges drifts +0.165, +0.042 and +0.131), so ``--int16 auto``
-    judges its trials on these.
+    fitted (an ad-hoc comparison, not kept: synthetic lhp-large, 10 epochs, float 5.643
+    augmented, 4.325 plain, 5.665 held out; int8 with min/max ranges drifts +0.165, +0.042
+    and +0.131), so ``--int16 auto`` judges its trials on these.
     """
     from lhp_tf.data.images import inter_ocular
     from lhp_tf.data.pipeline import batches
@@ -84,4 +84,3 @@ def augmented_bundle(recipe: Recipe, num: int, seed: int = 0) -> dict[str, np.nd
         "split": np.array(f"{recipe.data.train_split} (augmented)"),
         "input_size": np.array(recipe.model.input_size, np.int64),
     }
-

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None, help="train on the first N training samples only")
     p.add_argument("--ranges", choices=QAT_RANGES, default=QAT_RANGES[0],
                    help="int8 ranges: 'calibrated' (default) converts the fine-tuned weights like "
-                        "'lhp convert --quant int8' (deploy graph, the recipe's calibration, --int16, --target); "
+                        "'lhp convert --quant int8' (deploy graph, auto calibration, --int16, --target); "
                         "'fake-quant' takes them from the QAT model's fake-quant nodes")
     p.add_argument("--target", choices=DEPLOY_TARGETS, default=None,
                    help="deploy graph form for --ranges calibrated (default xnnpack)")

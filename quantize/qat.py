@@ -28,7 +28,7 @@ Two ways to export (``--ranges``):
   without the deploy rewrites.
 
 Measured on the synthetic checkpoints, 1 QAT epoch against a float control fine-tuned the same
-epoch (``benchmarks/int8_drift.py``; the README's drift table has the figures).
+epoch: the README's drift table, with its commands.
 """
 
 from __future__ import annotations

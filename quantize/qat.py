@@ -129,9 +129,9 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         tuned = Path(tmp) / "tuned.npz"
         cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--spec", str(spec_file),
                "--weights", str(weights), "--epochs", str(epochs), "--checkpoint", str(checkpoint)]
-        moments = Path(tmp) / "optimizer.npz"
-        if save_optimizer_state(checkpoint, rec, spec, moments, optimizer == "continue"):
-            cmd += ["--optimizer-state", str(moments)]
+        resume = Path(tmp) / "optimizer.npz"
+        if save_optimizer_state(checkpoint, rec, spec, resume, optimizer == "continue"):
+            cmd += ["--optimizer-state", str(resume)]
         cmd += ["--weights-out", str(tuned)] if ranges == "calibrated" else ["-o", str(out)]
         for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
                             ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
@@ -213,8 +213,8 @@ def save_optimizer_state(checkpoint: str | os.PathLike[str], recipe: Recipe, spe
     return True
 
 
-def load_optimizer_state(optimizer: object, model: object, path: str | os.PathLike[str]) -> int:
-    """Set the tf_keras optimizer (built on ``model``'s trainable variables) from
+def load_optimizer_state(optimizer: object, model: object, variables: list, path: str | os.PathLike[str]) -> int:
+    """Set the tf_keras optimizer (built on ``variables``, those of ``model`` QAT trains) from
     :func:`save_optimizer_state`'s file; returns the epoch the run had finished. Every moment of
     the file must find its variable (a QuantizeWrapper keeps its layer's name and weights);
     variables QAT adds start at zero."""
@@ -222,12 +222,10 @@ def load_optimizer_state(optimizer: object, model: object, path: str | os.PathLi
 
     from lhp_tf.model.weights import trainable_keys
 
-    from .qat_model import trained_variables
-
     with np.load(path) as z:
         saved = {k: z[k] for k in z.files}
     by_id = trainable_keys(model)
-    keys = {var.name: by_id[id(var)] for var in trained_variables(model) if id(var) in by_id}
+    keys = {var.name: by_id[id(var)] for var in variables if id(var) in by_id}
     used = set()
     for var in optimizer.variables:
         slot, _, name = var.name.partition("/")
@@ -264,13 +262,13 @@ def resume_optimizer(recipe: Recipe, model: object, lr: float,
     variables = trained_variables(model)
     optimizer = make_optimizer(recipe)
     optimizer.build(variables)
-    first = 0 if optimizer_state is None else load_optimizer_state(optimizer, model, optimizer_state)
+    first = 0 if optimizer_state is None else load_optimizer_state(optimizer, model, variables, optimizer_state)
     optimizer.learning_rate.assign(lr)
     return optimizer, variables, first
 
 
 def _train(recipe: Recipe, model: object, epochs: int, lr: float, steps_per_epoch: int | None,
-           max_samples: int | None, optimizer_state: str | None) -> None:
+           max_samples: int | None, optimizer_state: str | os.PathLike[str] | None) -> None:
     """Fine-tune on the recipe's pipeline, continuing the run's optimizer state and epoch count
     when there is one (as the float control, ``lhp train --resume``, does)."""
     import tensorflow as tf

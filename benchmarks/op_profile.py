@@ -1,6 +1,6 @@
 """Where a .tflite's time goes on XNNPACK, op by op: int8 against float of the same checkpoint.
 
-    python benchmarks/op_profile.py [--checkpoint CKPT] [--arch lhp-small] [--target xnnpack]
+    python benchmarks/op_profile.py [--checkpoint CKPT] [--arch lhp-small] [--target xnnpack|amx|npu]
     python benchmarks/op_profile.py --models float=A.tflite int8=B.tflite
 
 The Python interpreter has no op profiler, and a whole graph hides which ops make int8
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lhp_tf.kinds import DEPLOY_TARGETS
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="trained .keras to convert to float and int8")
     p.add_argument("--arch", default="lhp-small", help="without --checkpoint: the network to build untrained")
-    p.add_argument("--target", default="xnnpack", choices=("xnnpack", "npu"))
+    p.add_argument("--target", default="xnnpack", choices=DEPLOY_TARGETS)
     p.add_argument("--models", nargs="+", default=None, metavar="NAME=MODEL.tflite",
                    help="profile these instead (the first is the baseline of the ratios)")
     p.add_argument("--copies", type=int, default=9)

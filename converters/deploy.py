@@ -91,9 +91,32 @@ this 2-core x86 machine; see the measurements section):
   U85-256 1.889 -> 1.887; lhp-large 15.71 -> 15.34, 3.51 -> 3.58, 5.83 -> 5.71. Kept for
   U55 and U85; U65 pays 2 %.
 
+* **Target ``amx``** (int8 only; float graphs are the xnnpack form): x86 CPUs whose XNNPACK
+  runs int8 GEMMs on AMX tiles (Sapphire Rapids and later; this machine). There an int8 1x1
+  conv costs per 16 output pixels whatever its width up to 64 channels (24x24 map, LiteRT 2.3,
+  1 thread: 8 -> 8 10.2 us, 24 -> 24 10.5, 64 -> 64 10.6, 128 -> 128 20.2; float 2.3, 8.2,
+  30.6, 122; per-tensor weights alike), so fewer, wider GEMMs win even with more MACs:
+  (1) **the stem on 4x4 space-to-depth blocks** (:func:`_s2d_stem`): its 48x48 maps become
+  24x24 ones with 4x the channels, the 3x3 stride-2 conv a 2x2 conv (48 -> 64 channels for a
+  16-channel stem), each depthwise stride-2 conv merged with the linear 1x1 conv after it into
+  one 2x2 conv, the 1x1 expand block-diagonal; stem alone (toy with lhp-small's shapes, int8):
+  192 -> 70 us (lhp-large's 32-channel stem 193 -> 103), float 75 -> 295 us, hence int8 only;
+  merging the depthwise and 1x1 convs without the blocks saved 8 us; (2) **narrow 1x1 convs
+  take 2 or 4 neighbouring pixels as one** on a (H, W/g, g*C) view with the kernel g times
+  on the diagonal (:func:`_pointwise`; g from the AMX tile count, maps of 144 pixels or more):
+  the same int8 values, fewer GEMM rows (shuffle conv 24@24x24: 9.7 -> 4.8 us); (3) **the MR head as one conv** over the
+  concatenated, resized branches (:func:`_summed_head`; toy 132 -> 103 us int8, float 92 ->
+  205). Trained lhp-small (20 epochs) int8, whole graph (in-process timing, 1 thread): xnnpack
+  form 1422 us, stem 1291, + head 1264 (p10 1221), + packing 1211, float 1074; held-out NME
+  3.779 (xnnpack form), 3.775 (stem), 3.773 (all three; packing is bit-exact), float 3.734.
+  ``benchmarks/latency.py`` times it beside the default form. These forms add MACs (the stem
+  alone from about 1.5 to 12 M), which CPUs without AMX (ARM boards: NEON dot-product
+  GEMMs cost per MAC) would pay, so they are a target of their own, not the default.
+
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu
-form also runs fully delegated on XNNPACK.
+form also runs fully delegated on XNNPACK. ``amx`` is the xnnpack form with the int8 rewrites
+above.
 
 Tried on Vela in trial builds (code not kept) and not adopted: SCAF's attention FCs merged
 per receiver (fc1 side by side, fc2 block-diagonal): the block-diagonal weights triple the
@@ -197,6 +220,14 @@ from lhp_tf.kinds import DEPLOY_TARGETS
 TARGETS = DEPLOY_TARGETS
 #: what `lhp convert` and the quantisation tools build unless told otherwise: the CPU form
 DEFAULT_TARGET = "xnnpack"
+#: XNNPACK's AMX int8 GEMM works in tiles of this many output channels ...
+AMX_COLUMNS = 64
+#: ... by this many output pixels: a 1x1 conv costs about the same for any width up to 64
+#: channels (24x24 map: 8 -> 8 10.2 us, 64 -> 64 10.6 us, 128 -> 128 20.2 us), so target
+#: ``amx`` packs neighbouring pixels of narrow convs into one GEMM row (:func:`_pack_factor`)
+AMX_ROWS = 16
+#: ... on maps at least this large (12x12 with 24 channels: 6.7 -> 5.4 us packed in pairs)
+AMX_MIN_PIXELS = 144
 #: On CPUs channel shuffles up to this many channels become a 1x1 permutation conv, wider ones
 #: stay a rank-4 transpose (float graphs; integer graphs); on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
@@ -231,24 +262,54 @@ def _fixed(layer: Any, x: Any, weights: list[np.ndarray]) -> Any:
     return y
 
 
+def _pack_factor(shape: Any, cin: int, cout: int) -> int:
+    """How many neighbouring pixels of a row an ``amx`` 1x1 conv takes as one (1: none): the g
+    with the fewest AMX tiles, ceil(pixels / 16 g) x ceil(g x channels / 64), on maps of at
+    least :data:`AMX_MIN_PIXELS` (toys, int8 us for the conv plus a conv feeding it, g = 1 / 2 /
+    3 / 4: 24x24x12 23.0 / 17.7 / - / 14.7; 24x24x24 19.1 / 15.0 / 16.0; 24x24x40 20.1 / - /
+    16.7; 12x12x48 5.4 / 5.5 / 5.5, as the tile count says)."""
+    _, h, w, _ = (int(d) for d in shape)
+    if h * w < AMX_MIN_PIXELS:
+        return 1
+    tiles = {g: -(-h * w // (g * AMX_ROWS)) * -(-g * max(cin, cout) // AMX_COLUMNS) for g in (1, 2, 3, 4) if w % g == 0}
+    return min(tiles, key=lambda g: (tiles[g], g))
+
+
+def _pointwise(x: Any, kernel: np.ndarray, bias: np.ndarray | None, name: str, keras: Any, pack: bool) -> Any:
+    """A constant 1x1 conv; with ``pack``, on a (H, W/g, g*C) view of ``x`` with g copies of the
+    kernel on the diagonal (:func:`_pack_factor`): the same int8 values (every output channel
+    keeps its weights and so its per-channel scale), g times fewer GEMM rows."""
+    cin, cout = kernel.shape[-2:]
+    g = _pack_factor(x.shape, cin, cout) if pack else 1
+    weights = [kernel] if bias is None else [kernel, bias]
+    if g == 1:
+        conv = keras.layers.Conv2D(cout, 1, use_bias=bias is not None, trainable=False, name=name)
+        return _fixed(conv, x, weights)
+    _, h, w, _ = (int(d) for d in x.shape)
+    view = keras.layers.Reshape((h, w // g, g * cin), name=f"{name}_packed")(x)
+    packed = [np.kron(np.eye(g, dtype=np.float32), kernel[0, 0])[None, None]]
+    if bias is not None:
+        packed.append(np.tile(bias, g))
+    conv = keras.layers.Conv2D(g * cout, 1, use_bias=bias is not None, trainable=False, name=name)
+    return keras.layers.Reshape((h, w, cout), name=f"{name}_unpacked")(_fixed(conv, view, packed))
+
+
 def shuffle_permutation(channels: int, groups: int) -> np.ndarray:
     """Output channel o of a ``groups``-way channel shuffle reads input channel perm[o]."""
     per = channels // groups
     return np.array([b * per + a for a in range(per) for b in range(groups)])
 
 
-def _shuffle_conv(x: Any, groups: int, name: str, keras: Any) -> Any:
+def _shuffle_conv(x: Any, groups: int, name: str, keras: Any, pack: bool = False) -> Any:
     c = int(x.shape[-1])
     kernel = np.zeros((1, 1, c, c), np.float32)
     kernel[0, 0, shuffle_permutation(c, groups), np.arange(c)] = 1.0
-    conv = keras.layers.Conv2D(c, 1, use_bias=False, trainable=False, name=name)
-    return _fixed(conv, x, [kernel])
+    return _pointwise(x, kernel, None, name, keras, pack)
 
 
-def _mean_conv(x: Any, name: str, keras: Any) -> Any:
+def _mean_conv(x: Any, name: str, keras: Any, pack: bool = False) -> Any:
     c = int(x.shape[-1])
-    conv = keras.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=name)
-    return _fixed(conv, x, [np.full((1, 1, c, 1), 1.0 / c, np.float32)])
+    return _pointwise(x, np.full((1, 1, c, 1), 1.0 / c, np.float32), None, name, keras, pack)
 
 
 def _mean_pool_conv(x: Any, k: int, name: str, keras: Any) -> Any:
@@ -395,8 +456,8 @@ def _bn_after_conv(model: Any, keras: Any) -> dict[str, Any]:
     return pairs
 
 
-def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any) -> Any:
-    """``bn(conv(x))`` as one conv with bias: kernel and bias scaled by gamma / sqrt(var + eps)."""
+def _folded_weights(conv: Any, bn: Any, keras: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel and bias of ``bn(conv(x))`` as one conv: scaled by gamma / sqrt(var + eps)."""
     mean, var = np.asarray(bn.moving_mean), np.asarray(bn.moving_variance)
     gamma = np.asarray(bn.gamma) if bn.scale else np.ones_like(mean)
     beta = np.asarray(bn.beta) if bn.center else np.zeros_like(mean)
@@ -405,12 +466,192 @@ def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any) -> Any:
     bias = np.asarray(conv.bias) if conv.use_bias else np.zeros_like(mean)
     # Conv2D kernels end in output channels; depthwise ones in (input channel, multiplier)
     kernel = kernel * factor.reshape(kernel.shape[-2:] if type(conv) is keras.layers.DepthwiseConv2D else (-1,))
+    return kernel, beta + (bias - mean) * factor
+
+
+def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool = False) -> Any:
+    """``bn(conv(x))`` as one conv with bias (a 1x1 one packed as :func:`_pointwise` says)."""
+    kernel, bias = _folded_weights(conv, bn, keras)
+    if (type(conv) is keras.layers.Conv2D and tuple(conv.kernel_size) == (1, 1) and tuple(conv.strides) == (1, 1)
+            and conv.activation is keras.activations.linear and conv.groups == 1):
+        return _pointwise(x, kernel, bias, conv.name, keras, pack)
     config = {**conv.get_config(), "use_bias": True, "trainable": False}
-    return _fixed(type(conv).from_config(config), x, [kernel, beta + (bias - mean) * factor])
+    return _fixed(type(conv).from_config(config), x, [kernel, bias])
+
+
+def block_kernel(kernel: np.ndarray, stride: int, fine: int, out_block: int) -> np.ndarray | None:
+    """A k x k stride-``stride`` conv (TensorFlow SAME padding) rewritten for maps held in
+    space-to-depth blocks: it reads ``fine`` x ``fine`` blocks (SpaceToDepth channel order
+    ``(dy * fine + dx) * C + c``) and writes ``out_block`` x ``out_block`` blocks (``fine ==
+    stride * out_block``), as a stride-1 SAME conv on the block grid. None where that conv
+    would need more than one block of context, or any before the first block."""
+    k, _, cin, cout = kernel.shape
+    if fine != stride * out_block:
+        raise ValueError(f"block_kernel: fine blocks {fine} != stride {stride} x out blocks {out_block}")
+    pad = max(k - stride, 0) // 2  # SAME on a map divisible by the stride: the rest pads after
+    offsets = [stride * p + t - pad for p in range(out_block) for t in range(k)]
+    if min(offsets) < 0 or max(offsets) // fine > 1:
+        return None  # a 2-wide SAME conv on the block grid pads one block after, none before
+    size = max(offsets) // fine + 1
+    out = np.zeros((size, size, fine * fine * cin, out_block * out_block * cout), np.float32)
+    for py in range(out_block):
+        for px in range(out_block):
+            o = (py * out_block + px) * cout
+            for ky in range(k):
+                for kx in range(k):
+                    r, c = stride * py + ky - pad, stride * px + kx - pad
+                    i = ((r % fine) * fine + c % fine) * cin
+                    out[r // fine, c // fine, i:i + cin, o:o + cout] += kernel[ky, kx]
+    return out
+
+
+def _input_of(layer: Any) -> Any:
+    (x,) = layer._inbound_nodes[0].input_tensors
+    return x
+
+
+def _s2d_stem(model: Any, keras: Any, folded: dict[str, Any]) -> dict[str, Any]:
+    """The shuffle stem (:mod:`lhp_tf.model.stem`) computed on 4x4 space-to-depth blocks of the
+    image, for int8 on XNNPACK: ``{layer name: what its call returns, from its input}``, or
+    ``{}`` when the model's stem is not that pattern.
+
+    On this x86 machine XNNPACK's int8 convs cost about 17 ns per output pixel whatever their
+    width up to 64 channels (see the module docs), so the stem's 48x48 maps are the int8
+    graph's costliest part. On blocks, every conv runs on the 24x24 grid: the 3x3 stride-2 conv writes its 48x48
+    output as 2x2 blocks (a 2x2 conv, 48 -> 4C channels); each depthwise stride-2 conv and the
+    1x1 conv after it (linear, nothing between) become one 2x2 conv on those blocks; the 1x1
+    expand becomes block-diagonal. The same function up to float rounding.
+    """
+    from lhp_tf.model.ops import ChannelSplit, SpaceToDepth
+
+    names = {"conv1": "stem_conv1_conv", "split": "stem_split", "dw1": "stem_branch1_dw_dw",
+             "pw1": "stem_branch1_pw_conv", "expand": "stem_expand_conv", "dw2": "stem_branch2_dw_dw",
+             "pw2": "stem_linear_conv"}
+    layers = {layer.name: layer for layer in model.layers}
+    if not all(n in layers for n in names.values()):
+        return {}
+    get = {key: layers[n] for key, n in names.items()}
+    conv, dw = keras.layers.Conv2D, keras.layers.DepthwiseConv2D
+    convs = [get[k] for k in ("conv1", "pw1", "expand", "dw1", "dw2", "pw2")]
+    shape = tuple(_input_of(get["conv1"]).shape[1:3])
+    if (not all(layer.name in folded and len(layer._inbound_nodes) == 1 for layer in convs)
+            or not isinstance(get["split"], ChannelSplit) or len(get["split"].sizes) != 2
+            or None in shape or shape[0] % 4 or shape[1] % 4):
+        return {}
+    shapes = {k: (type(get[k]), tuple(get[k].kernel_size), tuple(get[k].strides), get[k].padding)
+              for k in ("conv1", "pw1", "expand", "dw1", "dw2", "pw2")}
+    stride2 = (dw, (3, 3), (2, 2), "same")
+    pointwise = (conv, (1, 1), (1, 1), "valid")
+    if (shapes["conv1"] != (conv, (3, 3), (2, 2), "same") or shapes["dw1"] != stride2 or shapes["dw2"] != stride2
+            or any(shapes[k] not in (pointwise, (conv, (1, 1), (1, 1), "same")) for k in ("pw1", "expand", "pw2"))
+            or get["dw1"].depth_multiplier != 1 or get["dw2"].depth_multiplier != 1):
+        return {}
+    halves = list(get["split"]._inbound_nodes[0].output_tensors)
+    if (_input_of(get["dw1"]) is not halves[0] or _input_of(get["expand"]) is not halves[1]
+            or _producer(_input_of(get["pw1"])) is not folded[get["dw1"].name]
+            or _producer(_input_of(get["pw2"])) is not folded[get["dw2"].name]):
+        return {}
+    weights = {k: _folded_weights(get[k], folded[get[k].name], keras) for k in names if k != "split"}
+    channels = int(get["conv1"].filters)
+    first, second = (np.arange(channels) < get["split"].sizes[0]), (np.arange(channels) >= get["split"].sizes[0])
+
+    def merged(dw_key: str, pw_key: str, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The depthwise conv and the 1x1 after it as one 3x3 kernel (on the rows' channels)."""
+        (dk, db), (pk, pb) = weights[dw_key], weights[pw_key]
+        kernel = dk[:, :, :, 0, None] * pk[0, 0][None, None]
+        if rows is not None:
+            full = np.zeros((*kernel.shape[:2], rows.size, kernel.shape[-1]), np.float32)
+            full[:, :, rows] = kernel
+            kernel = full
+        return kernel, pb + db @ pk[0, 0]
+
+    def block_conv(name: str, kernel: np.ndarray, bias: np.ndarray, stride: int, fine: int, out: int) -> Any:
+        coarse = block_kernel(kernel, stride, fine, out)
+        if coarse is None:  # cannot happen for the 3x3 / 1x1 SAME convs checked above
+            raise LhpError(f"{name}: no space-to-depth form")
+        layer = keras.layers.Conv2D(coarse.shape[-1], coarse.shape[0], padding="same", trainable=False, name=name)
+        return lambda x: _fixed(layer, x, [coarse, np.tile(bias, out * out)])
+
+    expand_kernel, expand_bias = weights["expand"]
+    embedded = np.zeros((1, 1, channels, expand_kernel.shape[-1]), np.float32)
+    embedded[:, :, second] = expand_kernel
+    conv1 = block_conv(get["conv1"].name, *weights["conv1"], 2, 4, 2)
+    return {
+        get["conv1"].name: lambda x: conv1(SpaceToDepth(4, name="stem_space_to_depth")(x)),
+        get["split"].name: lambda x: [x, x],  # both branches read every block channel; their kernels pick
+        get["dw1"].name: block_conv(get["pw1"].name, *merged("dw1", "pw1", first), 2, 2, 1),
+        get["pw1"].name: lambda x: x,
+        get["expand"].name: block_conv(get["expand"].name, embedded, expand_bias, 1, 2, 2),
+        get["dw2"].name: block_conv(get["pw2"].name, *merged("dw2", "pw2", None), 2, 2, 1),
+        get["pw2"].name: lambda x: x,
+    }
+
+
+def _summed_head(model: Any, keras: Any) -> dict[str, Any]:
+    """The MR head (1x1 conv to K maps per branch, bilinear upsample, sum) as one 1x1 conv over
+    the concatenated, upsampled branches, for int8 on XNNPACK: ``{layer name: what its call
+    returns, from its input}``, or ``{}`` when the model has no such head.
+
+    A 1x1 conv commutes with a bilinear resize (its taps sum to 1, so the bias passes too), so
+    ``sum_i up_i(conv_i(x_i)) = conv(concat_i(up_i(x_i)))`` with the kernels stacked and the
+    biases summed: one int32 accumulation and one rounding instead of requantising ADDs of K
+    maps at full size. A resize costs about its output channels (RESIZE_BILINEAR to 24x24,
+    int8: 15 us for 68 channels), a branch kept apart its conv, a K-channel resize and an ADD
+    of K maps (7.8 us), so branches up to 2K channels are resized first and wider ones keep
+    their conv and are added after (lhp-large's 160 and 320). Wider branches are not fed to
+    the sum conv through identity rows: the concatenation would give their logits and the
+    other branches' features one int8 scale (lhp-small, 20 epochs, held-out drift +0.055 that
+    way vs +0.039 with all four branches resized first).
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    add = layers.get("head_out_sum")
+    if (type(add) is not keras.layers.Add or len(add._inbound_nodes) != 1
+            or len(add._inbound_nodes[0].input_tensors) > 4):  # XNNPACK concatenates up to 4 inputs
+        return {}
+    consumers = _consumer_counts(model)
+    plan: dict[str, Any] = {}
+    rows: list[np.ndarray] = []
+    summed: list[int] = []  # positions of the Add's inputs that are resized branches
+    width, bias = None, np.float32(0.0)
+    for k, term in enumerate(add._inbound_nodes[0].input_tensors):
+        up = _producer(term)
+        if type(up) is keras.layers.UpSampling2D:
+            if up.interpolation != "bilinear" or len(up._inbound_nodes) != 1:
+                return {}
+            term = _input_of(up)
+        conv = _producer(term)
+        if (type(conv) is not keras.layers.Conv2D or tuple(conv.kernel_size) != (1, 1) or not conv.use_bias
+                or conv.activation is not keras.activations.linear or len(conv._inbound_nodes) != 1
+                or consumers.get(id(term)) != 1):
+            return {}
+        kernel, b = np.asarray(conv.kernel)[0, 0], np.asarray(conv.bias)
+        if width not in (None, kernel.shape[1]):
+            return {}
+        width = kernel.shape[1]
+        if kernel.shape[0] <= 2 * width:
+            plan[conv.name] = lambda x: x
+            rows.append(kernel)
+            bias = bias + b
+            summed.append(k)
+    if not summed:
+        return {}
+    kernel = np.concatenate(rows)[None, None]
+
+    def head_sum(xs: list[Any]) -> Any:
+        parts = [xs[k] for k in summed]
+        y = keras.layers.Concatenate(name="head_out_concat")(parts) if len(parts) > 1 else parts[0]
+        conv = keras.layers.Conv2D(int(width), 1, trainable=False, name="head_out_conv")
+        y = _fixed(conv, y, [kernel, np.asarray(bias, np.float32)])
+        rest = [x for k, x in enumerate(xs) if k not in summed]
+        return keras.layers.Add(name=add.name)([y, *rest]) if rest else y
+
+    plan[add.name] = head_sum
+    return plan
 
 
 def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batch_size: int | None = None) -> Any:
-    """``model`` restructured for ``target`` ("xnnpack": CPU; "npu": Ethos-U class NPUs) and
+    """``model`` restructured for ``target`` ("xnnpack": CPU; "amx": x86 CPUs whose XNNPACK runs
+    int8 on AMX; "npu": Ethos-U class NPUs) and
     ``quant`` ("float", "int8", "int16x8"); same function (float: within 1e-4 on heatmaps).
 
     ``model`` must be a functional Keras model built by :mod:`lhp_tf.model`, with or without
@@ -447,6 +688,9 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     deferred = {up.name for up, _ in upsampled_mul.values()}
     folded = _bn_after_conv(model, keras)
     folded_bns = {bn.name for bn in folded.values()}
+    # int8 on AMX: fewer, wider GEMMs (see the module docs)
+    amx = (target, quant) == ("amx", "int8")
+    stem = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
 
     # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
     # mean's input, halved on from there for larger pools and shared by every pool of that mean;
@@ -483,6 +727,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
 
     def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
         x = args[0]
+        if layer.name in stem:
+            return stem[layer.name](x)
         if layer.name in resize_of:
             follow, i = resize_of[layer.name]
             return scaf_mul(layer, resize(follow, x[i]), x[1 - i])
@@ -496,13 +742,13 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
         if layer.name in moved:
             return x  # applied before the multiply
         if layer.name in folded:
-            return _folded_conv(layer, folded[layer.name], x, keras)
+            return _folded_conv(layer, folded[layer.name], x, keras, pack=amx)
         if layer.name in folded_bns:
             return x  # folded into the conv before it
         if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= shuffle_conv_max):
-            return _shuffle_conv(x, layer.groups, layer.name, keras)
+            return _shuffle_conv(x, layer.groups, layer.name, keras, pack=amx)
         if isinstance(layer, ChannelMean):
-            y = _mean_conv(x, layer.name, keras)  # left out of the graph when only pools read it
+            y = _mean_conv(x, layer.name, keras, pack=amx)  # left out of the graph when only pools read it
             means[id(y)] = (y, x, layer.name, {})
             return y
         if target == "npu" and type(layer) is keras.layers.GlobalAveragePooling2D and layer.keepdims:

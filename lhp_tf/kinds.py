@@ -32,7 +32,7 @@ DECODERS = ("dark", "argmax")
 #: .tflite quantisation modes
 QUANT_MODES = ("float", "int8", "int16x8")
 #: deploy-graph forms of ``lhp convert --target`` (``lhp_tf.converters.deploy``)
-DEPLOY_TARGETS = ("xnnpack", "npu")
+DEPLOY_TARGETS = ("xnnpack", "amx", "npu")
 #: how int8 activation ranges are chosen (``lhp_tf.converters.quantizer``); ``auto``: whichever
 #: of the others moves the int8 landmarks least on augmented training faces
 CALIBRATIONS = ("minmax", "mse", "auto")

@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from lhp_tf.converters.deploy import bilinear_taps, deploy_model, shuffle_permutation  # noqa: E402
+from lhp_tf.converters.deploy import bilinear_taps, block_kernel, deploy_model, shuffle_permutation  # noqa: E402
 
 from lhp_tf.config import ModelConfig  # noqa: E402
 from lhp_tf.errors import LhpError  # noqa: E402
@@ -53,10 +53,10 @@ def test_permutation_and_taps() -> None:
     np.testing.assert_allclose(bilinear_taps(4), [0.125, 0.25, 0.25, 0.25, 0.125])
 
 
-@pytest.mark.parametrize("target,quant", [("xnnpack", "float"), ("xnnpack", "int8"), ("npu", "int8")])
+@pytest.mark.parametrize("target,quant", [("xnnpack", "float"), ("xnnpack", "int8"), ("amx", "int8"), ("npu", "int8")])
 def test_same_function_and_target_structure(trained, target: str, quant: str) -> None:
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample
+    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample, SpaceToDepth
 
     deployed = deploy_model(trained, target, quant)
     x = _images(1)
@@ -93,6 +93,14 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     assert bool(crw_ups) == (target != "npu")
     # every conv -> BN pair is one conv with bias
     assert not [la for la in layers if type(la) is keras.layers.BatchNormalization]
+    # int8 on AMX: the stem runs on 4x4 space-to-depth blocks of the image, its depthwise convs
+    # merged into the 1x1 convs after them; narrow 1x1 convs take pixel pairs (or fours) as one
+    amx = target == "amx"
+    blocks = [la for la in layers if isinstance(la, SpaceToDepth)]
+    stem_dw = [la for la in layers if type(la) is keras.layers.DepthwiseConv2D and la.name.startswith("stem_")]
+    assert (len(blocks), len(stem_dw)) == ((1, 0) if amx else (0, 2))
+    packed = [la.name for la in layers if la.name.endswith("_packed")]
+    assert bool(packed) == amx
     ups = [tuple(la.size) for la in layers if type(la) is keras.layers.UpSampling2D]
     assert max(s[0] for s in ups) == (2 if target == "npu" else 8)
     # SCAF resize-first: every path multiplies an already resized one-channel map
@@ -105,6 +113,41 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
             # for an NPU the map is broadcast by a conv first: Vela splits a two-way broadcast
             # MUL into an ADD and a MUL
             assert min(s[-1] for s in shapes) == (out[-1] if target == "npu" else 1), (la.name, shapes)
+
+
+@pytest.mark.parametrize("landmarks,kept,added", [(98, [], False), (10, ["head_out3"], True)])
+def test_int8_head_sums_in_one_conv(landmarks: int, kept: list[str], added: bool) -> None:
+    """Branches up to twice as wide as the landmark count are resized first and summed by one
+    1x1 conv over their concatenation; wider ones keep their conv and are added after."""
+    from lhp_tf.model.kbackend import keras
+
+    model = build_model(ModelConfig(**TINY), landmarks, batch_size=1)
+    randomize(model, seed=3)
+    deployed = deploy_model(model, "amx", "int8")
+    x = _images(1)
+    np.testing.assert_allclose(np.asarray(deployed(x)), np.asarray(model(x)), atol=1e-4, rtol=0)
+    convs = sorted(la.name for la in deployed.layers if la.name.startswith("head_out") and type(la) is keras.layers.Conv2D)
+    assert convs == [*kept, "head_out_conv"]  # the iterative head gives (8, 8, 16, 32) channels
+    adds = [la for la in deployed.layers if type(la) is keras.layers.Add and la.name.startswith("head_out")]
+    assert bool(adds) == added
+
+
+@pytest.mark.parametrize("k,stride,out_block", [(3, 2, 2), (3, 2, 1), (1, 1, 2), (2, 2, 1), (3, 1, 2)])
+def test_block_kernel_is_the_conv_on_space_to_depth_blocks(k: int, stride: int, out_block: int) -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(k * 10 + stride)
+    fine = stride * out_block
+    kernel = rng.normal(size=(k, k, 3, 5)).astype(np.float32)
+    x = rng.normal(size=(1, 4 * fine, 4 * fine, 3)).astype(np.float32)
+    ref = tf.nn.conv2d(x, kernel, stride, "SAME").numpy()
+    coarse = block_kernel(kernel, stride, fine, out_block)
+    if k - stride > 1:  # SAME pads before the first pixel: no block form
+        assert coarse is None
+        return
+    got = tf.nn.conv2d(tf.nn.space_to_depth(x, fine), coarse, 1, "SAME")
+    got = tf.nn.depth_to_space(got, out_block).numpy() if out_block > 1 else got.numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("h,w", [(24, 24), (6, 4), (5, 5), (1, 1)])
@@ -151,7 +194,7 @@ def test_bad_target(trained) -> None:
 @pytest.mark.slow
 def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     """Float xnnpack form: fully delegated and equal to Keras; int8 npu form: Vela puts every op
-    on Ethos-U55, no rank > 4 and no float op."""
+    on Ethos-U55, no rank > 4 and no float op; int8 amx form: no float op, fully delegated."""
     from lhp_tf.converters import quantizer
     from lhp_tf.converters.tflite import float_tflite
 
@@ -184,3 +227,15 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     assert counts["delegated"] == counts["total"], counts
     report = run_vela(int8_path, "ethos-u55-256")
     assert report.cpu_ops == 0, report.fallbacks
+
+    # the AMX int8 form (stem on space-to-depth blocks, packed 1x1 convs): integer only, every
+    # node on XNNPACK
+    cpu_path = tmp_path / "amx_int8.tflite"
+    cpu_float = float_tflite(deploy_model(model, "amx", "int8"))
+    cpu_path.write_bytes(quantizer.quantize(cpu_float, quantizer.calibrate(cpu_float, _images(4))))
+    graph = read_graph(cpu_path)
+    assert "SPACE_TO_DEPTH" in [op.op for op in graph.operators]
+    assert not [op.op for op in graph.operators if is_float_op(graph, op)]
+    assert max_rank(cpu_path) == 4
+    counts = op_delegation(cpu_path)
+    assert counts["delegated"] == counts["total"], counts

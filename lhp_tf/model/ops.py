@@ -140,3 +140,27 @@ class ChannelMean(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1]) + (1,)
+
+
+@register_serializable
+class SpaceToDepth(keras.layers.Layer):
+    """Each ``block`` x ``block`` patch of pixels as one pixel of ``block**2`` times the
+    channels, in TensorFlow's order (channel ``(dy * block + dx) * C + c``); lowers to
+    SPACE_TO_DEPTH. The deploy graph's int8 stem uses it (:mod:`lhp_tf.converters.deploy`)."""
+
+    def __init__(self, block: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if block < 2:
+            raise ValueError(f"SpaceToDepth: block must be >= 2, got {block}")
+        self.block = int(block)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.space_to_depth(x, self.block)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        b, h, w, c = input_shape
+        k = self.block
+        return (b, None if h is None else h // k, None if w is None else w // k, c * k * k)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "block": self.block}

@@ -102,16 +102,17 @@ this 2-core x86 machine; see the measurements section):
   one 2x2 conv, the 1x1 expand block-diagonal; stem alone (toy with lhp-small's shapes, int8):
   192 -> 70 us (lhp-large's 32-channel stem 193 -> 103), float 75 -> 295 us, hence int8 only;
   merging the depthwise and 1x1 convs without the blocks saved 8 us; (2) **narrow 1x1 convs
-  take 2 or 4 neighbouring pixels as one** on a (H, W/g, g*C) view with the kernel g times
+  take 2 to 4 neighbouring pixels as one** on a (H, W/g, g*C) view with the kernel g times
   on the diagonal (:func:`_pointwise`; g from the AMX tile count, maps of 144 pixels or more):
-  the same int8 values, fewer GEMM rows (shuffle conv 24@24x24: 9.7 -> 4.8 us); (3) **the MR head as one conv** over the
-  concatenated, resized branches (:func:`_summed_head`; toy 132 -> 103 us int8, float 92 ->
+  the same int8 values, fewer GEMM rows (shuffle conv 24@24x24: 9.7 -> 4.8 us); (3) **the MR
+  head as one conv** over the concatenated, resized branches (:func:`_summed_head`; toy 132 -> 103 us int8, float 92 ->
   205). Trained lhp-small (20 epochs) int8, whole graph (in-process timing, 1 thread): xnnpack
   form 1422 us, stem 1291, + head 1264 (p10 1221), + packing 1211, float 1074; held-out NME
   3.779 (xnnpack form), 3.775 (stem), 3.773 (all three; packing is bit-exact), float 3.734.
   ``benchmarks/latency.py`` times it beside the default form. These forms add MACs (the stem
-  alone from about 1.5 to 12 M), which CPUs without AMX (ARM boards: NEON dot-product
-  GEMMs cost per MAC) would pay, so they are a target of their own, not the default.
+  alone from about 1.5 to 12 M), which CPUs whose int8 GEMMs cost per MAC (ARM boards' NEON
+  dot products; not measured here, no board) would pay, so they are a target of their own,
+  not the default.
 
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu
@@ -512,15 +513,15 @@ def _input_of(layer: Any) -> Any:
 
 def _s2d_stem(model: Any, keras: Any, folded: dict[str, Any]) -> dict[str, Any]:
     """The shuffle stem (:mod:`lhp_tf.model.stem`) computed on 4x4 space-to-depth blocks of the
-    image, for int8 on XNNPACK: ``{layer name: what its call returns, from its input}``, or
+    image, for target ``amx``: ``{layer name: what its call returns, from its input}``, or
     ``{}`` when the model's stem is not that pattern.
 
-    On this x86 machine XNNPACK's int8 convs cost about 17 ns per output pixel whatever their
-    width up to 64 channels (see the module docs), so the stem's 48x48 maps are the int8
-    graph's costliest part. On blocks, every conv runs on the 24x24 grid: the 3x3 stride-2 conv writes its 48x48
-    output as 2x2 blocks (a 2x2 conv, 48 -> 4C channels); each depthwise stride-2 conv and the
-    1x1 conv after it (linear, nothing between) become one 2x2 conv on those blocks; the 1x1
-    expand becomes block-diagonal. The same function up to float rounding.
+    On AMX an int8 conv costs per 16 output pixels whatever its width up to 64 channels (see
+    the module docs), so the stem's 48x48 maps are the int8 graph's costliest part. On blocks
+    every conv runs on the 24x24 grid: the 3x3 stride-2 conv writes its 48x48 output as 2x2
+    blocks (a 2x2 conv, 48 -> 4C channels); each depthwise stride-2 conv and the 1x1 conv after
+    it (linear, nothing between) become one 2x2 conv on those blocks; the 1x1 expand becomes
+    block-diagonal. The same function up to float rounding.
     """
     from lhp_tf.model.ops import ChannelSplit, SpaceToDepth
 
@@ -589,7 +590,7 @@ def _s2d_stem(model: Any, keras: Any, folded: dict[str, Any]) -> dict[str, Any]:
 
 def _summed_head(model: Any, keras: Any) -> dict[str, Any]:
     """The MR head (1x1 conv to K maps per branch, bilinear upsample, sum) as one 1x1 conv over
-    the concatenated, upsampled branches, for int8 on XNNPACK: ``{layer name: what its call
+    the concatenated, upsampled branches, for target ``amx``: ``{layer name: what its call
     returns, from its input}``, or ``{}`` when the model has no such head.
 
     A 1x1 conv commutes with a bilinear resize (its taps sum to 1, so the bias passes too), so
@@ -690,7 +691,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     folded_bns = {bn.name for bn in folded.values()}
     # int8 on AMX: fewer, wider GEMMs (see the module docs)
     amx = (target, quant) == ("amx", "int8")
-    stem = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
+    rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
 
     # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
     # mean's input, halved on from there for larger pools and shared by every pool of that mean;
@@ -727,8 +728,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
 
     def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
         x = args[0]
-        if layer.name in stem:
-            return stem[layer.name](x)
+        if layer.name in rewrites:
+            return rewrites[layer.name](x)
         if layer.name in resize_of:
             follow, i = resize_of[layer.name]
             return scaf_mul(layer, resize(follow, x[i]), x[1 - i])

@@ -1,6 +1,6 @@
 """Wall time of ``lhp convert`` for lhp-small (int8 and float), as a user runs it.
 
-    python benchmarks/convert_time.py [--checkpoint CKPT] [--quant int8 float] [--rounds 3]
+    python benchmarks/convert_time.py [--checkpoint CKPT] [--quant int8 float] [--rounds 3] [--target amx]
 
 Each conversion runs the ``lhp`` command in a fresh process (imports, recipe, calibration
 images, conversion, metadata, atomic write: everything a user waits for). Without
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lhp_tf.kinds import DEPLOY_TARGETS
+
 TARGET_S = {"int8": 30.0}
 
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quant", nargs="+", default=["int8", "float"])
     p.add_argument("--rounds", type=int, default=3, help="conversions per kind; the median is compared "
                    "(wall time on a shared machine varies by +-10%%)")
+    p.add_argument("--target", choices=DEPLOY_TARGETS, default=None, help="lhp convert --target (default: its own)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="recipe override passed to lhp convert, e.g. export.calibration=auto for a run "
                         "whose recipe.yaml pins another")
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             for quant, out in outputs.items():  # interleaved: a slow spell of the machine hits every kind
                 cmd = [sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", quant, "-o", str(out)]
                 cmd += [f"--set={item}" for item in args.overrides]
+                cmd += ["--target", args.target] if args.target else []
                 start = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 walls[quant].append(time.perf_counter() - start)
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed |= not ok
                 verdict = f" (target: median <= {target:.0f} s: {'OK' if ok else 'MISSED'})"
             rounds = ", ".join(f"{t:.1f}" for t in times)
-            print(f"lhp convert lhp-small --quant {quant}: median {median:.1f} s wall over {len(times)} runs "
+            print(f"lhp convert lhp-small --quant {quant}{' --target ' + args.target if args.target else ''}: median {median:.1f} s wall over {len(times)} runs "
                   f"({rounds}), {outputs[quant].stat().st_size / 1e3:.0f} kB{verdict}",
                   flush=True)
     return 1 if failed else 0

@@ -105,10 +105,14 @@ this 2-core x86 machine; see the measurements section):
   take 2 to 4 neighbouring pixels as one** on a (H, W/g, g*C) view with the kernel g times
   on the diagonal (:func:`_pointwise`; g from the AMX tile count, maps of 144 pixels or more):
   the same int8 values, fewer GEMM rows (shuffle conv 24@24x24: 9.7 -> 4.8 us); (3) **the MR
-  head as one conv** over the concatenated, resized branches (:func:`_summed_head`; toy 132 -> 103 us int8, float 92 ->
-  205). Trained lhp-small (20 epochs) int8, whole graph (in-process timing, 1 thread): xnnpack
-  form 1422 us, stem 1291, + head 1264 (p10 1221), + packing 1211, float 1074; held-out NME
-  3.779 (xnnpack form), 3.775 (stem), 3.773 (all three; packing is bit-exact), float 3.734.
+  head as one conv** over the concatenated, resized branches (:func:`_summed_head`; toy 132
+  -> 103 us int8, float 92 -> 205); (4) **per-channel weights multiply a map row by row**
+  (:func:`_row_broadcast_mul`: CCW's spatial weighting on maps of 576 pixels or more).
+  Trained lhp-small (20 epochs) int8, whole graph (in-process timing, 1 thread, p50): xnnpack
+  form 1422 us, stem 1291, + head 1264 (p10 1221), + packing 1211, float 1074 (a quieter
+  moment, same files: packing 981, + row MULs 957, float 891, xnnpack form 1172); held-out NME
+  3.779 (xnnpack form), 3.775 (stem), 3.773 (+ head; packing and row MULs are bit-exact),
+  float 3.734.
   ``benchmarks/latency.py`` times it beside the default form. These forms add MACs (the stem
   alone from about 1.5 to 12 M), which CPUs whose int8 GEMMs cost per MAC (ARM boards' NEON
   dot products; not measured here, no board) would pay, so they are a target of their own,
@@ -229,6 +233,9 @@ AMX_COLUMNS = 64
 AMX_ROWS = 16
 #: ... on maps at least this large (12x12 with 24 channels: 6.7 -> 5.4 us packed in pairs)
 AMX_MIN_PIXELS = 144
+#: ... and multiplies maps of at least this many pixels by per-channel weights one row at a
+#: time (:func:`_row_broadcast_mul`)
+ROW_MUL_MIN_PIXELS = 576
 #: On CPUs channel shuffles up to this many channels become a 1x1 permutation conv, wider ones
 #: stay a rank-4 transpose (float graphs; integer graphs); on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
@@ -401,6 +408,29 @@ def _broadcast_upsample_mul(x: Any, w: Any, s: int, name: str, keras: Any) -> An
     view = keras.layers.Reshape((h, s, ww * c), name=f"{name}_view")(x)
     y = keras.layers.Multiply(name=f"{name}_bcast_mul")([view, w])
     return keras.layers.Reshape((hh, ww, c), name=name)(y)
+
+
+def _row_broadcast_mul(layer: Any, xs: list[Any], keras: Any) -> Any | None:
+    """``x * w`` for a (1, H, W, C) map and (1, 1, 1, C) weights on a (1, H, 1, W*C) view of
+    ``x`` with ``w`` repeated W times along channels (concatenations: exact in int8, one
+    scale), so the MUL broadcasts over H rows instead of H*W pixels; None where the shapes are
+    not those or the map is under :data:`ROW_MUL_MIN_PIXELS`. XNNPACK's int8 MUL costs per
+    broadcast row (24x24x12, int8: 4.8 -> 3.2 us; 24x24x20 5.9 -> 4.4; 12x12x24 2.1 -> 2.1;
+    float 2.9 -> 2.5 and 3.5 -> 4.1, so int8 only)."""
+    from lhp_tf.model.ops import upsample_steps
+
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in xs]
+    big = [i for i, shape in enumerate(shapes) if shape[:2] != (1, 1)]
+    if len(xs) != 2 or len(big) != 1 or shapes[1 - big[0]] != (1, 1, shapes[big[0]][2]):
+        return None
+    x, w = xs[big[0]], xs[1 - big[0]]
+    h, wd, c = shapes[big[0]]
+    if h * wd < ROW_MUL_MIN_PIXELS:
+        return None
+    for k, f in enumerate(upsample_steps(wd)):
+        w = keras.layers.Concatenate(name=f"{layer.name}_tile{k}")([w] * f)
+    view = keras.layers.Reshape((h, 1, wd * c), name=f"{layer.name}_rows")(x)
+    return keras.layers.Reshape((h, wd, c), name=f"{layer.name}_pixels")(layer([view, w]))
 
 
 def bilinear_taps(factor: int) -> np.ndarray:
@@ -765,6 +795,10 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
                 return _exact_bilinear(x, s[0], layer.name, keras)
         if isinstance(layer, NearestUpsample):
             return layer(x)
+        if amx and type(layer) is keras.layers.Multiply:
+            y = _row_broadcast_mul(layer, x, keras)
+            if y is not None:
+                return y
         return layer(*args, **kwargs)
 
     inputs = None

@@ -132,6 +132,23 @@ def test_int8_head_sums_in_one_conv(landmarks: int, kept: list[str], added: bool
     assert bool(adds) == added
 
 
+def test_amx_multiplies_per_channel_weights_row_by_row() -> None:
+    """A (24, 24, C) map times (1, 1, C) weights: on AMX one row at a time, the weights
+    concatenated along the row; the same values."""
+    from lhp_tf.model.kbackend import keras
+
+    x = keras.Input(batch_shape=(1, 24, 24, 12))
+    w = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
+    w = keras.layers.Conv2D(12, 1, activation="sigmoid")(w)
+    model = keras.Model(x, keras.layers.Multiply(name="sw_mul")([x, w]))
+    randomize(model, seed=5)
+    image = np.random.default_rng(2).normal(size=(1, 24, 24, 12)).astype(np.float32)
+    for target, rows in (("amx", True), ("xnnpack", False)):
+        deployed = deploy_model(model, target, "int8")
+        np.testing.assert_allclose(np.asarray(deployed(image)), np.asarray(model(image)), atol=1e-6, rtol=0)
+        assert any(la.name == "sw_mul_rows" for la in deployed.layers) == rows
+
+
 @pytest.mark.parametrize("k,stride,out_block", [(3, 2, 2), (3, 2, 1), (1, 1, 2), (2, 2, 1), (3, 1, 2)])
 def test_block_kernel_is_the_conv_on_space_to_depth_blocks(k: int, stride: int, out_block: int) -> None:
     import tensorflow as tf

@@ -18,8 +18,8 @@ not shipped with lhp-tf: on first use the script fetches the mediapipe==0.10.14 
 ~/.cache/lhp_tf). The issue-12 targets printed: lhp-small int8 <= 0.7x MediaPipe (lhp-large
 <= 2.5x) and int8 <= 1.0x float, for the default int8 graph and for ``--target amx``'s (the
 form for x86 CPUs whose XNNPACK runs int8 on AMX, as this machine's does: its 1x1 convs cost
-per 16 output pixels whatever their width up to 64 channels; ``lhp_tf.converters.deploy``). ``--extra`` adds prebuilt .tflite files (e.g. an older
-export) as rows of the same rounds.
+per 16 output pixels whatever their width up to 64 channels; ``lhp_tf.converters.deploy``).
+``--extra`` adds prebuilt .tflite files (e.g. an older export) as rows of the same rounds.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ class ChannelMean(keras.layers.Layer):
 class SpaceToDepth(keras.layers.Layer):
     """Each ``block`` x ``block`` patch of pixels as one pixel of ``block**2`` times the
     channels, in TensorFlow's order (channel ``(dy * block + dx) * C + c``); lowers to
-    SPACE_TO_DEPTH. The deploy graph's int8 stem uses it (:mod:`lhp_tf.converters.deploy`)."""
+    SPACE_TO_DEPTH. The ``amx`` deploy graph's int8 stem uses it (:mod:`lhp_tf.converters.deploy`)."""
 
     def __init__(self, block: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)

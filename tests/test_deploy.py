@@ -149,6 +149,37 @@ def test_amx_multiplies_per_channel_weights_row_by_row() -> None:
         assert any(la.name == "sw_mul_rows" for la in deployed.layers) == rows
 
 
+def test_amx_packed_pointwise_conv_gives_the_same_int8_values(tmp_path) -> None:
+    """A 1x1 conv on pixel pairs (AMX form) quantises to the very int8 values of the plain one."""
+    from lhp_tf.converters import quantizer
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.runtime import TFLiteModel
+
+    x = keras.Input(batch_shape=(1, 24, 24, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same", name="first")(x)
+    y = keras.layers.Conv2D(16, 1, use_bias=False, name="pw_conv")(y)
+    y = keras.layers.BatchNormalization(name="pw_bn")(y)
+    model = keras.Model(x, keras.layers.ReLU(name="pw_relu")(y))
+    randomize(model, seed=7)
+    images = np.random.default_rng(3).random((4, 24, 24, 3), dtype=np.float32)
+    outputs = {}
+    for target in ("amx", "xnnpack"):
+        deployed = deploy_model(model, target, "int8")
+        assert any(la.name == "pw_conv_packed" for la in deployed.layers) == (target == "amx")
+        data = float_tflite(deployed)
+        path = tmp_path / f"{target}.tflite"
+        path.write_bytes(quantizer.quantize(data, quantizer.calibrate(data, images)))
+        interpreter = TFLiteModel(path).interpreter
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               (np.round(images[:1] * 255) - 128).astype(np.int8))
+        interpreter.invoke()
+        outputs[target] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert len(np.unique(outputs["amx"])) > 20  # real values, not a clipped map
+    np.testing.assert_array_equal(outputs["amx"], outputs["xnnpack"])
+
+
 @pytest.mark.parametrize("k,stride,out_block", [(3, 2, 2), (3, 2, 1), (1, 1, 2), (2, 2, 1), (3, 1, 2)])
 def test_block_kernel_is_the_conv_on_space_to_depth_blocks(k: int, stride: int, out_block: int) -> None:
     import tensorflow as tf

@@ -113,7 +113,9 @@ this 2-core x86 machine; see the measurements section):
   moment, same files: packing 981, + row MULs 957, float 891, xnnpack form 1172); held-out NME
   3.779 (xnnpack form), 3.775 (stem), 3.773 (+ head; packing and row MULs are bit-exact),
   float 3.734.
-  ``benchmarks/latency.py`` times it beside the default form. These forms add MACs (the stem
+  Toy and single-op figures in this bullet come from one-op or one-block models timed in one
+  process (ad-hoc scripts, not kept); ``benchmarks/latency.py`` times the whole amx graph
+  beside the default form, ``benchmarks/op_profile.py --target amx`` per op. These forms add MACs (the stem
   alone from about 1.5 to 12 M), which CPUs whose int8 GEMMs cost per MAC (ARM boards' NEON
   dot products; not measured here, no board) would pay, so they are a target of their own,
   not the default.

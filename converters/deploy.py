@@ -481,7 +481,7 @@ def _bn_after_conv(model: Any, keras: Any) -> dict[str, Any]:
     for bn in model.layers:
         if type(bn) is not keras.layers.BatchNormalization or bn.axis not in (-1, 3) or len(bn._inbound_nodes) != 1:
             continue
-        (x,) = bn._inbound_nodes[0].input_tensors
+        x = _input_of(bn)
         conv = _producer(x)
         if (type(conv) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and consumers.get(id(x)) == 1
                 and len(conv._inbound_nodes) == 1 and conv.activation is keras.activations.linear):
@@ -565,14 +565,14 @@ def _s2d_stem(model: Any, keras: Any, folded: dict[str, Any]) -> dict[str, Any]:
         return {}
     get = {key: layers[n] for key, n in names.items()}
     conv, dw = keras.layers.Conv2D, keras.layers.DepthwiseConv2D
-    convs = [get[k] for k in ("conv1", "pw1", "expand", "dw1", "dw2", "pw2")]
+    conv_keys = [key for key in names if key != "split"]
     shape = tuple(_input_of(get["conv1"]).shape[1:3])
-    if (not all(layer.name in folded and len(layer._inbound_nodes) == 1 for layer in convs)
+    if (not all(get[k].name in folded and len(get[k]._inbound_nodes) == 1 for k in conv_keys)
             or not isinstance(get["split"], ChannelSplit) or len(get["split"].sizes) != 2
             or None in shape or shape[0] % 4 or shape[1] % 4):
         return {}
     shapes = {k: (type(get[k]), tuple(get[k].kernel_size), tuple(get[k].strides), get[k].padding)
-              for k in ("conv1", "pw1", "expand", "dw1", "dw2", "pw2")}
+              for k in conv_keys}
     stride2 = (dw, (3, 3), (2, 2), "same")
     pointwise = (conv, (1, 1), (1, 1), "valid")
     if (shapes["conv1"] != (conv, (3, 3), (2, 2), "same") or shapes["dw1"] != stride2 or shapes["dw2"] != stride2
@@ -584,7 +584,7 @@ def _s2d_stem(model: Any, keras: Any, folded: dict[str, Any]) -> dict[str, Any]:
             or _producer(_input_of(get["pw1"])) is not folded[get["dw1"].name]
             or _producer(_input_of(get["pw2"])) is not folded[get["dw2"].name]):
         return {}
-    weights = {k: _folded_weights(get[k], folded[get[k].name], keras) for k in names if k != "split"}
+    weights = {k: _folded_weights(get[k], folded[get[k].name], keras) for k in conv_keys}
     channels = int(get["conv1"].filters)
     first, second = (np.arange(channels) < get["split"].sizes[0]), (np.arange(channels) >= get["split"].sizes[0])
 

@@ -25,9 +25,26 @@ this 2-core x86 machine; see the measurements section):
   them vs 6.79 ms with convs; U55-256 23.48 vs 23.79, U65-512 4.29 vs 4.39). Folding the
   permutation into neighbouring weights is impossible (the CCW identity half passes through
   untouched).
-* **SCAF resize-first**: scaling a one-channel map by per-channel weights commutes with
-  nearest upsampling and average pooling, so ``resize(mean_j) * w`` replaces
-  ``resize(mean_j * w)``: C_i times fewer elements resized. Equal up to float rounding.
+* **SCAF resize-first** for higher-resolution sources: scaling a one-channel map by
+  per-channel weights commutes with average pooling, so ``pool(mean_j) * w`` replaces
+  ``pool(mean_j * w)``: C_i times fewer elements pooled. Equal up to float rounding.
+* **SCAF's lower-resolution terms summed from the coarsest up** (every target,
+  :func:`_nested_sum`): for receiver i the terms of sources j > i multiply at the source's
+  own size and ``up2(t_{i+1} + up2(t_{i+2} + up2(t_{i+3})))`` replaces ``sum_j up(m_j) * w``
+  (nearest upsampling is linear; x2 twice is x4). Per term the full-size two-way broadcast MUL
+  and ADD, and the upsample of a one-channel map (pixel by pixel copies of one byte), become
+  work at the source's size; one C-channel upsample and one ADD stay at full size. (Until
+  this, every path was resize-first: the issue's measurement of it, -16 % int8, was against
+  the paper's order with one full-size upsample per path.) Toy, one receiver of 24x24x24 with
+  1 / 2 / 3 such sources (LiteRT, 1 thread; resize-first vs nested, us): int8 8.1 / 15.8 /
+  23.8 vs 5.0 / 6.3 / 6.8, float 5.0 / 8.7 / 12.6 vs 4.6 / 5.2 / 5.4 (C = 40, 3 sources, int8:
+  34.6 vs 9.7). Whole graphs (in-process, 1 thread, p50, after the CCW pairs below):
+  lhp-small xnnpack int8 1296 -> 1169 us, amx 1033 -> 969, float 948 -> 923; lhp-large amx
+  3169 -> 2912, float 2982 -> 2954. Vela (trained checkpoints of the table below, npu form),
+  U55-256 / U65-512 / U85-256: lhp-small 4.942 / 1.276 / 1.880 -> 4.849 / 1.249 / 1.846 ms,
+  lhp-large 15.31 / 3.564 / 5.705 -> 14.82 / 3.421 / 5.540 ms.
+* **Two CCW blocks without the shuffle between them** (int8 CPU graphs,
+  :func:`_paired_ccw`): see there; lhp-small -2 %, lhp-large -4.5 % (amx, in-process).
 * **Channel MEAN (SCAF's channel average) as a constant 1x1 conv** C -> 1 with weights 1/C
   (every target): Vela rejects MEAN over depth ("reduction over depth only if h, w or c == 1").
 * **SCAF's pooled channel means** (int8 graphs and target ``npu``, where pools are depthwise
@@ -135,23 +152,28 @@ epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... 
 [--target npu]`` then ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512
 ethos-u85-256``; "before" is the same command on main ec8a821, "then" on 5fbd3e4 (before the
 pooled-mean convs, the int8 shuffle threshold of 160 and the permutation convs' shared
-ranges). Every op on the NPU and every node delegated to XNNPACK in all of them:
+ranges), "then2" on 6395127 (before the nested SCAF sums and, xnnpack int8, the CCW pairs).
+Every op on the NPU and every node delegated to XNNPACK in all of them:
 
 =======================  ==============  ===========  ==========================================
 model, form              ops (QUANTIZE)  MEAN         Vela U55-256 / U65-512 / U85-256
 =======================  ==============  ===========  ==========================================
 lhp-small xnnpack before 993 (67)        51
 lhp-small xnnpack then   926 (0)         51
-lhp-small xnnpack        880 (0)         51
+lhp-small xnnpack then2  880 (0)         51
+lhp-small xnnpack        896 (0)         51
 lhp-small npu before     1019 (73)       51           5.636 / 1.433 / 2.256 ms
 lhp-small npu then       1044 (0)        0            4.965 / 1.284 / 1.887 ms
-lhp-small npu            1038 (0)        0            4.942 / 1.276 / 1.880 ms
+lhp-small npu then2      1038 (0)        0            4.942 / 1.276 / 1.880 ms
+lhp-small npu            1038 (0)        0            4.849 / 1.249 / 1.846 ms
 lhp-large xnnpack before 2492 (164)      126
 lhp-large xnnpack then   2328 (0)        126
-lhp-large xnnpack        2158 (0)        126
+lhp-large xnnpack then2  2158 (0)        126
+lhp-large xnnpack        2205 (0)        126
 lhp-large npu before     2453 (173)      126          18.08 / 4.127 / 7.233 ms
 lhp-large npu then       2511 (0)        0            15.34 / 3.581 / 5.706 ms
-lhp-large npu            2497 (0)        0            15.31 / 3.564 / 5.705 ms
+lhp-large npu then2      2497 (0)        0            15.31 / 3.564 / 5.705 ms
+lhp-large npu            2499 (0)        0            14.82 / 3.421 / 5.540 ms
 =======================  ==============  ===========  ==========================================
 
 Where XNNPACK's int8 time goes, op by op against float (``python benchmarks/op_profile.py
@@ -243,6 +265,8 @@ ROW_MUL_MIN_PIXELS = 576
 SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
+_SCAF_PATH = re.compile(r"^(fusion_.*)_(\d+)from\d+$")
+_CCW_SHUFFLE = re.compile(r"^(ccw_s\d+m\d+)b(\d+)_shuffle(\d+)$")
 
 
 def _producer(tensor: Any) -> Any:
@@ -538,6 +562,160 @@ def block_kernel(kernel: np.ndarray, stride: int, fine: int, out_block: int) -> 
     return out
 
 
+def pair_permutations(channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two permutations of a branch's CCW block pair run without the shuffle between them
+    (:func:`_paired_ccw`), for a branch of ``channels`` channels (a multiple of 4; q = C/4).
+
+    The first block's input splits into A_lo, A_hi (the identity half's quarters) and B; its
+    working half becomes Y. The second block's working half is then ``[A_hi, Y_hi]`` and
+    ``half[p]`` is the channel of the shuffled order (what the trained weights expect) at
+    position p of it. Its output ``[A_lo, Y_lo, Y']`` feeds one permutation conv in which true
+    output channel o reads position ``out[o]``.
+    """
+    q = channels // 4
+    half = np.concatenate([2 * np.arange(q), 2 * np.arange(q) + 1])
+    identity_half = [u // 2 if u % 2 == 0 else q + u // 2 for u in range(2 * q)]
+    cat = np.concatenate([identity_half, 2 * q + np.argsort(half)])
+    return half, cat[shuffle_permutation(channels, 2)]
+
+
+def _permuted_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool, inputs: np.ndarray | None = None,
+                   outputs: np.ndarray | None = None) -> Any:
+    """``conv`` (and the BatchNorm after it, folded) reading its input channels in the order
+    ``inputs`` and writing its outputs in the order ``outputs`` (position p holds channel
+    ``order[p]`` of the trained layer); a depthwise conv permutes its channels by ``inputs``."""
+    if bn is not None:
+        kernel, bias = _folded_weights(conv, bn, keras)
+    else:
+        kernel = np.asarray(conv.kernel)
+        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(kernel.shape[-1], np.float32)
+    if type(conv) is keras.layers.DepthwiseConv2D:
+        config = {**conv.get_config(), "use_bias": True, "trainable": False}
+        return _fixed(keras.layers.DepthwiseConv2D.from_config(config), x, [kernel[:, :, inputs], bias[inputs]])
+    if inputs is not None:
+        kernel = kernel[:, :, inputs]
+    if outputs is not None:
+        kernel, bias = kernel[..., outputs], bias[outputs]
+    return _pointwise(x, kernel, bias, conv.name, keras, pack)
+
+
+def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: int, pack: bool) -> dict[str, Any]:
+    """Two consecutive CCW blocks of a module without the concat, shuffle and split between them.
+
+    Between blocks b and b+1 the graph concatenates the identity half A and the new half Y,
+    shuffles (a permutation conv) and splits again: three copies of the whole branch. But the
+    second block's working half is half of A and half of Y, and everything it does to that
+    half is per channel or a conv on it (the attention FCs, the CRW convs, the depthwise conv):
+    so the first block's input is sliced into A_lo, A_hi and B, Y is split into Y_lo and Y_hi,
+    the second block works on the concatenation [A_hi, Y_hi] with its weights permuted to
+    that order (:func:`pair_permutations`), and one permutation conv after ``[A_lo, Y_lo,
+    Y']`` restores the order the fusion and the next module expect. The same arithmetic in
+    another channel order; in int8 a same-scale group's range can move a little (it is the
+    union of its members' image-averaged ranges, and the removed concatenations were members:
+    trained lhp-small, min/max ranges, one fusion output's scale 0.02358 -> 0.02330).
+    Returns the :func:`deploy_model` call overrides keyed by layer name; branches wider than
+    ``max_channels`` (whose shuffle stays a transpose) or not a multiple of 4 keep their form.
+    XNNPACK copies channel slices pixel by pixel, so the slices and the 3-way concatenation
+    cost about what they save (24x24 map: 3 slices 5.1 us against a 2-way split 2.6; the
+    concatenation of 6 + 6 + 12 channels 4.5 us against 12 + 12 2.8): lhp-small's 24-channel
+    branch saves ~1.3 us per pair, and the whole graph 2 % (lhp-large 4.5 %).
+    """
+    by_name = {layer.name: layer for layer in model.layers}
+    state: dict[tuple[str, int], dict[str, Any]] = {}
+    rewrites: dict[str, Any] = {}
+    orders: dict[str, dict[int, np.ndarray]] = {}
+    for layer in model.layers:
+        m = _CCW_SHUFFLE.match(layer.name)
+        if not m or int(m.group(2)) % 2:
+            continue
+        first, second, i = f"{m.group(1)}b{m.group(2)}", f"{m.group(1)}b{int(m.group(2)) + 1}", int(m.group(3))
+        names = {"split0": f"{first}_split{i}", "concat0": f"{first}_concat{i}", "split1": f"{second}_split{i}",
+                 "concat1": f"{second}_concat{i}", "shuffle1": f"{second}_shuffle{i}", "dw": f"{second}_b{i}_dw",
+                 "fc1": f"{second}_sw{i}_fc1_conv", "fc2": f"{second}_sw{i}_fc2_conv",
+                 "conv1": f"{second}_crw_conv1_conv", "conv2": f"{second}_crw_conv2_conv"}
+        c = int(layer.output.shape[-1])
+        if (c > max_channels or c % 4 or any(n not in by_name for n in names.values())
+                or layer.groups != 2 or by_name[names["shuffle1"]].groups != 2
+                or any(names[k] not in folded for k in ("dw", "conv1", "conv2"))
+                or any(by_name[names[k]].activation is not keras.activations.linear for k in ("fc1", "fc2"))):
+            continue
+        half, out = pair_permutations(c)
+        orders.setdefault(second, {})[i] = half
+        key = (first, i)
+        q = c // 4
+
+        def split0(x: Any, key: tuple[str, int] = key, q: int = q) -> list[Any]:
+            from lhp_tf.model.ops import ChannelSplit
+
+            a_lo, a_hi, b = ChannelSplit([q, q, 2 * q], name=f"{key[0]}_split{key[1]}")(x)
+            state[key] = {"a_lo": a_lo, "a_hi": a_hi}
+            return [a_lo, b]  # the identity half goes on in quarters, read by the overrides below
+
+        def concat0(x: list[Any], key: tuple[str, int] = key) -> Any:
+            state[key]["y"] = x[1]
+            return x[1]
+
+        def split1(x: Any, key: tuple[str, int] = key, q: int = q, name: str = names["split1"]) -> list[Any]:
+            from lhp_tf.model.ops import ChannelSplit
+
+            if x is not state[key]["y"]:
+                raise LhpError(f"{name}: expected the output of the CCW block before it")
+            y_lo, y_hi = ChannelSplit([q, q], name=name)(x)
+            state[key]["y_lo"] = y_lo
+            return [y_lo, keras.layers.Concatenate(name=f"{name}_working")([state[key]["a_hi"], y_hi])]
+
+        def concat1(x: list[Any], key: tuple[str, int] = key, name: str = names["concat1"]) -> Any:
+            return keras.layers.Concatenate(name=name)([state[key]["a_lo"], state[key]["y_lo"], x[1]])
+
+        def shuffle1(x: Any, out: np.ndarray = out, name: str = names["shuffle1"]) -> Any:
+            kernel = np.zeros((1, 1, len(out), len(out)), np.float32)
+            kernel[0, 0, out, np.arange(len(out))] = 1.0
+            return _pointwise(x, kernel, None, name, keras, pack)
+
+        rewrites.update({names["split0"]: split0, names["concat0"]: concat0, layer.name: lambda x: x,
+                         names["split1"]: split1, names["concat1"]: concat1, names["shuffle1"]: shuffle1})
+        for k, kw in (("dw", "inputs"), ("fc1", "inputs"), ("fc2", "outputs")):
+            conv = by_name[names[k]]
+            rewrites[names[k]] = (lambda x, conv=conv, kw=kw, half=half:
+                                  _permuted_conv(conv, folded.get(conv.name), x, keras, pack, **{kw: half}))
+    for second, halves in orders.items():
+        widths: list[int] = []
+        while f"{second}_split{len(widths)}" in by_name:
+            widths.append(int(by_name[f"{second}_split{len(widths)}"].output[1].shape[-1]))
+        offsets = np.cumsum([0, *widths])
+        order = np.concatenate([offsets[i] + halves.get(i, np.arange(w)) for i, w in enumerate(widths)])
+        for k, kw in (("conv1", "inputs"), ("conv2", "outputs")):
+            conv = by_name[f"{second}_crw_{k}_conv"]
+            rewrites[conv.name] = (lambda x, conv=conv, kw=kw, order=order:
+                                   _permuted_conv(conv, folded[conv.name], x, keras, pack, **{kw: order}))
+    return rewrites
+
+
+def _nested_sum(layer: Any, xs: list[Any], keras: Any) -> Any:
+    """SCAF's sum for one receiver with the lower-resolution terms added from the coarsest up:
+    each term is the source's channel mean times the receiver's weights AT THE SOURCE'S
+    resolution, and one nearest x2 upsample per level carries the running sum up (nearest
+    upsampling is linear and x2 twice is x4). ``xs``: the receiver's branch first, then its
+    terms, the full-size ones (from higher-resolution sources, pooled) as they are."""
+    from lhp_tf.model.ops import NearestUpsample
+
+    size = int(xs[0].shape[1])
+    full = [t for t in xs if int(t.shape[1]) == size]
+    coarse = sorted((t for t in xs if int(t.shape[1]) != size), key=lambda t: int(t.shape[1]))
+    if not coarse:
+        return layer(xs)
+
+    def up(t: Any, to: int, name: str) -> Any:
+        if to % int(t.shape[1]) or int(t.shape[1]) > to:
+            raise LhpError(f"{layer.name}: a {int(t.shape[1])}-pixel SCAF term does not upsample to {to}")
+        return NearestUpsample(to // int(t.shape[1]), name=name)(t) if to != int(t.shape[1]) else t
+
+    acc = coarse[0]
+    for k, t in enumerate(coarse[1:], 1):
+        acc = keras.layers.Add(name=f"{layer.name}_coarse{k}")([t, up(acc, int(t.shape[1]), f"{layer.name}_up{k}")])
+    return layer([*full, up(acc, size, f"{layer.name}_up")])
+
+
 def _input_of(layer: Any) -> Any:
     (x,) = layer._inbound_nodes[0].input_tensors
     return x
@@ -700,11 +878,21 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     stepped_pools = target == "npu" or quant != "float"
     shuffle_conv_max = SHUFFLE_CONV_MAX_CHANNELS["float" if quant == "float" else "integer"]
 
+    # SCAF's terms from lower-resolution sources multiply at the source's size and are summed
+    # from the coarsest up (:func:`_nested_sum`); their upsamples are deferred to it
+    by_name = {layer.name: layer for layer in model.layers}
+    nested_ups: set[str] = set()
+    nested_adds: set[str] = set()
+    for layer in model.layers:
+        m = _SCAF_MUL.match(layer.name)
+        if m and type(layer) is keras.layers.Multiply and isinstance(by_name.get(f"{m.group(1)}_up"), NearestUpsample):
+            nested_ups.add(f"{m.group(1)}_up")
+            nested_adds.add(_SCAF_PATH.sub(r"\1_\2_add", m.group(1)))
     # SCAF paths in the paper's order (mean * w, then resize): decided on the original graph
     resize_of: dict[str, Any] = {}
     for layer in model.layers:
         m = _SCAF_MUL.match(layer.name)
-        if not m or type(layer) is not keras.layers.Multiply:
+        if not m or type(layer) is not keras.layers.Multiply or f"{m.group(1)}_up" in nested_ups:
             continue
         sources = [_producer(t) for t in layer._inbound_nodes[0].input_tensors]
         means = [i for i, s in enumerate(sources) if isinstance(s, ChannelMean)]
@@ -724,6 +912,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     # int8 on AMX: fewer, wider GEMMs (see the module docs)
     amx = (target, quant) == ("amx", "int8")
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
+    if quant != "float" and target != "npu":
+        rewrites.update(_paired_ccw(model, keras, folded, shuffle_conv_max, pack=amx))
 
     # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
     # mean's input, halved on from there for larger pools and shared by every pool of that mean;
@@ -774,6 +964,10 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             return x  # upsampled inside the multiply it feeds
         if layer.name in moved:
             return x  # applied before the multiply
+        if layer.name in nested_ups:
+            return x  # upsampled in the receiver's nested sum
+        if layer.name in nested_adds:
+            return _nested_sum(layer, x, keras)
         if layer.name in folded:
             return _folded_conv(layer, folded[layer.name], x, keras, pack=amx)
         if layer.name in folded_bns:

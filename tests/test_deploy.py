@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from lhp_tf.converters.deploy import bilinear_taps, block_kernel, deploy_model, shuffle_permutation  # noqa: E402
+from lhp_tf.converters.deploy import (  # noqa: E402
+    bilinear_taps,
+    block_kernel,
+    deploy_model,
+    pair_permutations,
+    shuffle_permutation,
+)
 
 from lhp_tf.config import ModelConfig  # noqa: E402
 from lhp_tf.errors import LhpError  # noqa: E402
@@ -103,7 +110,7 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     assert bool(packed) == amx
     ups = [tuple(la.size) for la in layers if type(la) is keras.layers.UpSampling2D]
     assert max(s[0] for s in ups) == (2 if target == "npu" else 8)
-    # SCAF resize-first: every path multiplies an already resized one-channel map
+    # SCAF resize-first for higher-resolution sources: a pooled one-channel map times the weights
     for la in layers:
         if la.name.startswith("fusion_") and la.name.endswith("_mul"):
             node = la._inbound_nodes[-1]  # this deploy call (the layer is shared with `trained`)
@@ -113,6 +120,36 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
             # for an NPU the map is broadcast by a conv first: Vela splits a two-way broadcast
             # MUL into an ADD and a MUL
             assert min(s[-1] for s in shapes) == (out[-1] if target == "npu" else 1), (la.name, shapes)
+            # a lower-resolution source's term is taken at the source's size (branch j is 16 >> j
+            # pixels wide here), summed into the receiver's from the coarsest up
+            i, j = (int(v) for v in re.search(r"_(\d+)from(\d+)_mul$", la.name).groups())
+            assert out[1] == 16 >> max(i, j), (la.name, out)
+    coarse = sorted(la.name for la in layers if re.search(r"_add_coarse\d$", la.name))
+    assert coarse == ["fusion_s1m0_0_add_coarse1", "fusion_s2m0_0_add_coarse1", "fusion_s2m0_0_add_coarse2",
+                      "fusion_s2m0_1_add_coarse1"]
+
+
+@pytest.mark.parametrize("target", ["xnnpack", "amx"])
+def test_int8_ccw_pairs_skip_the_shuffle_between_them(target: str) -> None:
+    """Two CCW blocks of a module run without the concat, shuffle and split between them: the
+    second block works on [A_hi, Y_hi] with weights permuted to that order, and one
+    permutation conv after it restores the order (a wrong permutation moves the outputs)."""
+    from lhp_tf.model.kbackend import keras
+
+    model = build_model(ModelConfig(**{**TINY, "blocks": (2, 2, 2)}), 98, batch_size=1)
+    randomize(model, seed=5)
+    deployed = deploy_model(model, target, "int8")
+    x = _images(1)
+    np.testing.assert_allclose(np.asarray(deployed(x)), np.asarray(model(x)), atol=1e-4, rtol=0)
+    layers = {la.name: la for la in deployed.layers}
+    for s, branches in enumerate((2, 3, 4)):
+        for i in range(branches):
+            assert f"ccw_s{s}m0b0_shuffle{i}" not in layers and f"ccw_s{s}m0b0_concat{i}" not in layers
+            assert f"ccw_s{s}m0b1_split{i}_working" in layers
+            assert type(layers[f"ccw_s{s}m0b1_shuffle{i}"]) is keras.layers.Conv2D
+    half, out = pair_permutations(8)
+    np.testing.assert_array_equal(half, [0, 2, 1, 3])
+    assert sorted(out) == list(range(8))
 
 
 @pytest.mark.parametrize("landmarks,kept,added", [(98, [], False), (10, ["head_out3"], True)])

@@ -34,8 +34,9 @@ this 2-core x86 machine; see the measurements section):
   (nearest upsampling is linear; x2 twice is x4). Per term the full-size two-way broadcast MUL
   and ADD, and the upsample of a one-channel map (pixel by pixel copies of one byte), become
   work at the source's size; one C-channel upsample and one ADD stay at full size. (Until
-  this, every path was resize-first: the issue's measurement of it, -16 % int8, was against
-  the paper's order with one full-size upsample per path.) Toy, one receiver of 24x24x24 with
+  this, every path was resize-first, measured -16 % int8 against the paper's order in the
+  graph of that time; in today's graph the paper's order, which is this form for a single
+  source, is the faster one, as the toy shows.) Toy, one receiver of 24x24x24 with
   1 / 2 / 3 such sources (LiteRT, 1 thread; resize-first vs nested, us): int8 8.1 / 15.8 /
   23.8 vs 5.0 / 6.3 / 6.8, float 5.0 / 8.7 / 12.6 vs 4.6 / 5.2 / 5.4 (C = 40, 3 sources, int8:
   34.6 vs 9.7). Whole graphs (in-process, 1 thread, p50, after the CCW pairs below):

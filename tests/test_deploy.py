@@ -279,7 +279,8 @@ def test_bad_target(trained) -> None:
 @pytest.mark.slow
 def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     """Float xnnpack form: fully delegated and equal to Keras; int8 npu form: Vela puts every op
-    on Ethos-U55, no rank > 4 and no float op; int8 amx form: no float op, fully delegated."""
+    on Ethos-U55, no rank > 4 and no float op; int8 amx form (with CCW block pairs): no float
+    op, fully delegated."""
     from lhp_tf.converters import quantizer
     from lhp_tf.converters.tflite import float_tflite
 
@@ -313,10 +314,12 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     report = run_vela(int8_path, "ethos-u55-256")
     assert report.cpu_ops == 0, report.fallbacks
 
-    # the AMX int8 form (stem on space-to-depth blocks, packed 1x1 convs): integer only, every
-    # node on XNNPACK
+    # the AMX int8 form (stem on space-to-depth blocks, packed 1x1 convs, CCW block pairs on a
+    # two-blocks-per-module model): integer only, every node on XNNPACK
+    paired = with_heatmap_activation(build_model(ModelConfig(**{**TINY, "blocks": (2, 2, 2)}), 98, batch_size=1), "bce")
+    randomize(paired)
     cpu_path = tmp_path / "amx_int8.tflite"
-    cpu_float = float_tflite(deploy_model(model, "amx", "int8"))
+    cpu_float = float_tflite(deploy_model(paired, "amx", "int8"))
     cpu_path.write_bytes(quantizer.quantize(cpu_float, quantizer.calibrate(cpu_float, _images(4))))
     graph = read_graph(cpu_path)
     assert "SPACE_TO_DEPTH" in [op.op for op in graph.operators]

@@ -36,10 +36,11 @@ this 2-core x86 machine; see the measurements section):
   work at the source's size; one C-channel upsample and one ADD stay at full size. (Until
   this, every path was resize-first, measured -16 % int8 against the paper's order in the
   graph of that time; in today's graph the paper's order, which is this form for a single
-  source, is the faster one, as the toy shows.) Toy, one receiver of 24x24x24 with
+  source, is the faster one, as the toy shows.) Toy (ad-hoc script, not kept), one receiver of 24x24x24 with
   1 / 2 / 3 such sources (LiteRT, 1 thread; resize-first vs nested, us): int8 8.1 / 15.8 /
   23.8 vs 5.0 / 6.3 / 6.8, float 5.0 / 8.7 / 12.6 vs 4.6 / 5.2 / 5.4 (C = 40, 3 sources, int8:
-  34.6 vs 9.7). Whole graphs (in-process, 1 thread, p50, after the CCW pairs below):
+  34.6 vs 9.7). Whole graphs (an ad-hoc in-process loop, 1 thread, p50, after the CCW pairs below;
+  ``benchmarks/latency.py`` has the current figures):
   lhp-small xnnpack int8 1296 -> 1169 us, amx 1033 -> 969, float 948 -> 923; lhp-large amx
   3169 -> 2912, float 2982 -> 2954. Vela (trained checkpoints of the table below, npu form),
   U55-256 / U65-512 / U85-256: lhp-small 4.942 / 1.276 / 1.880 -> 4.849 / 1.249 / 1.846 ms,
@@ -617,9 +618,11 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
     Returns the :func:`deploy_model` call overrides keyed by layer name; branches wider than
     ``max_channels`` (whose shuffle stays a transpose) or not a multiple of 4 keep their form.
     XNNPACK copies channel slices pixel by pixel, so the slices and the 3-way concatenation
-    cost about what they save (24x24 map: 3 slices 5.1 us against a 2-way split 2.6; the
+    cost about what they save (per op, cut out and timed as ``benchmarks/op_profile.py`` does,
+    24x24 map: 3 slices 5.1 us against a 2-way split 2.6; the
     concatenation of 6 + 6 + 12 channels 4.5 us against 12 + 12 2.8): lhp-small's 24-channel
-    branch saves ~1.3 us per pair, and the whole graph 2 % (lhp-large 4.5 %).
+    branch saves ~1.3 us per pair, and the whole graph 2 % (lhp-large 4.5 %; ad-hoc in-process
+    loop, amx form).
     """
     by_name = {layer.name: layer for layer in model.layers}
     state: dict[tuple[str, int], dict[str, Any]] = {}

@@ -45,8 +45,11 @@ this 2-core x86 machine; see the measurements section):
   3169 -> 2912, float 2982 -> 2954. Vela (trained checkpoints of the table below, npu form),
   U55-256 / U65-512 / U85-256: lhp-small 4.942 / 1.276 / 1.880 -> 4.849 / 1.249 / 1.846 ms,
   lhp-large 15.31 / 3.564 / 5.705 -> 14.82 / 3.421 / 5.540 ms.
-* **Two CCW blocks without the shuffle between them** (int8 CPU graphs,
-  :func:`_paired_ccw`): see there; lhp-small -2 %, lhp-large -4.5 % (amx, in-process).
+* **Two CCW blocks without the shuffle between them** (integer graphs, every target,
+  :func:`_paired_ccw`): see there; lhp-small -2 %, lhp-large -4.5 % (amx, in-process); Vela
+  (npu form, after the nested sums), U55-256 / U65-512 / U85-256: lhp-small 4.849 / 1.249 /
+  1.846 -> 4.782 / 1.234 / 1.841 ms, lhp-large 14.82 / 3.421 / 5.540 -> 14.57 / 3.371 / 5.383
+  ms (every width paired there: an NPU graph's shuffles are all convs).
 * **Channel MEAN (SCAF's channel average) as a constant 1x1 conv** C -> 1 with weights 1/C
   (every target): Vela rejects MEAN over depth ("reduction over depth only if h, w or c == 1").
 * **SCAF's pooled channel means** (int8 graphs and target ``npu``, where pools are depthwise
@@ -154,7 +157,7 @@ epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... 
 [--target npu]`` then ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512
 ethos-u85-256``; "before" is the same command on main ec8a821, "then" on 5fbd3e4 (before the
 pooled-mean convs, the int8 shuffle threshold of 160 and the permutation convs' shared
-ranges), "then2" on 6395127 (before the nested SCAF sums and, xnnpack int8, the CCW pairs).
+ranges), "then2" on 6395127 (before the nested SCAF sums and the CCW pairs).
 Every op on the NPU and every node delegated to XNNPACK in all of them:
 
 =======================  ==============  ===========  ==========================================
@@ -167,7 +170,7 @@ lhp-small xnnpack        896 (0)         51
 lhp-small npu before     1019 (73)       51           5.636 / 1.433 / 2.256 ms
 lhp-small npu then       1044 (0)        0            4.965 / 1.284 / 1.887 ms
 lhp-small npu then2      1038 (0)        0            4.942 / 1.276 / 1.880 ms
-lhp-small npu            1038 (0)        0            4.849 / 1.249 / 1.846 ms
+lhp-small npu            1055 (0)        0            4.782 / 1.234 / 1.841 ms
 lhp-large xnnpack before 2492 (164)      126
 lhp-large xnnpack then   2328 (0)        126
 lhp-large xnnpack then2  2158 (0)        126
@@ -175,7 +178,7 @@ lhp-large xnnpack        2205 (0)        126
 lhp-large npu before     2453 (173)      126          18.08 / 4.127 / 7.233 ms
 lhp-large npu then       2511 (0)        0            15.34 / 3.581 / 5.706 ms
 lhp-large npu then2      2497 (0)        0            15.31 / 3.564 / 5.705 ms
-lhp-large npu            2499 (0)        0            14.82 / 3.421 / 5.540 ms
+lhp-large npu            2543 (0)        0            14.57 / 3.371 / 5.383 ms
 =======================  ==============  ===========  ==========================================
 
 Where XNNPACK's int8 time goes, op by op against float (``python benchmarks/op_profile.py
@@ -916,8 +919,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     # int8 on AMX: fewer, wider GEMMs (see the module docs)
     amx = (target, quant) == ("amx", "int8")
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
-    if quant != "float" and target != "npu":
-        rewrites.update(_paired_ccw(model, keras, folded, shuffle_conv_max, pack=amx))
+    if quant != "float":  # every shuffle of an NPU graph is a conv, whatever its width
+        rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx))
 
     # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
     # mean's input, halved on from there for larger pools and shared by every pool of that mean;

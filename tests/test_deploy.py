@@ -129,7 +129,7 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
                       "fusion_s2m0_1_add_coarse1"]
 
 
-@pytest.mark.parametrize("target", ["xnnpack", "amx"])
+@pytest.mark.parametrize("target", ["xnnpack", "amx", "npu"])
 def test_int8_ccw_pairs_skip_the_shuffle_between_them(target: str) -> None:
     """Two CCW blocks of a module run without the concat, shuffle and split between them: the
     second block works on [A_hi, Y_hi] with weights permuted to that order, and one
@@ -278,9 +278,9 @@ def test_bad_target(trained) -> None:
 
 @pytest.mark.slow
 def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
-    """Float xnnpack form: fully delegated and equal to Keras; int8 npu form: Vela puts every op
-    on Ethos-U55, no rank > 4 and no float op; int8 amx form (with CCW block pairs): no float
-    op, fully delegated."""
+    """Float xnnpack form: fully delegated and equal to Keras; int8 npu form (with CCW block
+    pairs, as the amx one): Vela puts every op on Ethos-U55, no rank > 4 and no float op; int8
+    amx form: no float op, fully delegated."""
     from lhp_tf.converters import quantizer
     from lhp_tf.converters.tflite import float_tflite
 
@@ -302,8 +302,11 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     out = got.get_tensor(got.get_output_details()[0]["index"])
     np.testing.assert_allclose(out, np.asarray(model(x, training=False)), atol=1e-4, rtol=0)
 
+    # the integer forms on a two-blocks-per-module model (their CCW block pairs)
+    paired = with_heatmap_activation(build_model(ModelConfig(**{**TINY, "blocks": (2, 2, 2)}), 98, batch_size=1), "bce")
+    randomize(paired)
     int8_path = tmp_path / "npu_int8.tflite"
-    npu_float = float_tflite(deploy_model(model, "npu", "int8"))
+    npu_float = float_tflite(deploy_model(paired, "npu", "int8"))
     int8_path.write_bytes(quantizer.quantize(npu_float, quantizer.calibrate(npu_float, _images(4))))
     assert max_rank(int8_path) == 4
     assert static_check(int8_path) == []
@@ -314,10 +317,8 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     report = run_vela(int8_path, "ethos-u55-256")
     assert report.cpu_ops == 0, report.fallbacks
 
-    # the AMX int8 form (stem on space-to-depth blocks, packed 1x1 convs, CCW block pairs on a
-    # two-blocks-per-module model): integer only, every node on XNNPACK
-    paired = with_heatmap_activation(build_model(ModelConfig(**{**TINY, "blocks": (2, 2, 2)}), 98, batch_size=1), "bce")
-    randomize(paired)
+    # the AMX int8 form (stem on space-to-depth blocks, packed 1x1 convs): integer only, every
+    # node on XNNPACK
     cpu_path = tmp_path / "amx_int8.tflite"
     cpu_float = float_tflite(deploy_model(paired, "amx", "int8"))
     cpu_path.write_bytes(quantizer.quantize(cpu_float, quantizer.calibrate(cpu_float, _images(4))))

@@ -157,8 +157,12 @@ epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... 
 [--target npu]`` then ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512
 ethos-u85-256``; "before" is the same command on main ec8a821, "then" on 5fbd3e4 (before the
 pooled-mean convs, the int8 shuffle threshold of 160 and the permutation convs' shared
-ranges), "then2" on 6395127 (before the nested SCAF sums and the CCW pairs).
-Every op on the NPU and every node delegated to XNNPACK in all of them:
+ranges), "then2" on 6395127 (before the nested SCAF sums and the CCW pairs). Every op on the
+NPU and every node delegated to XNNPACK in all of them. lhp-large's QUANTIZEs since the CCW
+pairs are copies between scales one float32 step apart (0.047688667 -> 0.047688670) that
+ai-edge-quantizer writes where a slice or split of a shared-range group feeds a concatenation;
+XNNPACK's int8 concatenation refuses inputs whose scales differ at all, so they cannot simply
+be dropped (tried: the graph no longer loads):
 
 =======================  ==============  ===========  ==========================================
 model, form              ops (QUANTIZE)  MEAN         Vela U55-256 / U65-512 / U85-256
@@ -174,11 +178,11 @@ lhp-small npu            1055 (0)        0            4.782 / 1.234 / 1.841 ms
 lhp-large xnnpack before 2492 (164)      126
 lhp-large xnnpack then   2328 (0)        126
 lhp-large xnnpack then2  2158 (0)        126
-lhp-large xnnpack        2205 (0)        126
+lhp-large xnnpack        2205 (8)        126
 lhp-large npu before     2453 (173)      126          18.08 / 4.127 / 7.233 ms
 lhp-large npu then       2511 (0)        0            15.34 / 3.581 / 5.706 ms
 lhp-large npu then2      2497 (0)        0            15.31 / 3.564 / 5.705 ms
-lhp-large npu            2543 (0)        0            14.57 / 3.371 / 5.383 ms
+lhp-large npu            2543 (4)        0            14.57 / 3.371 / 5.383 ms
 =======================  ==============  ===========  ==========================================
 
 Where XNNPACK's int8 time goes, op by op against float (``python benchmarks/op_profile.py

@@ -535,9 +535,23 @@ def _folded_weights(conv: Any, bn: Any, keras: Any) -> tuple[np.ndarray, np.ndar
     return kernel, beta + (bias - mean) * factor
 
 
-def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool = False) -> Any:
-    """``bn(conv(x))`` as one conv with bias (a 1x1 one packed as :func:`_pointwise` says)."""
-    kernel, bias = _folded_weights(conv, bn, keras)
+def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool = False, inputs: np.ndarray | None = None,
+                 outputs: np.ndarray | None = None) -> Any:
+    """``bn(conv(x))`` as one conv with bias (a 1x1 one packed as :func:`_pointwise` says);
+    ``bn`` None: ``conv`` alone. ``inputs`` / ``outputs``: the conv reads its input channels and
+    writes its outputs in that order (position p holds channel ``order[p]`` of the trained
+    layer); a depthwise conv permutes its channels by ``inputs``."""
+    if bn is not None:
+        kernel, bias = _folded_weights(conv, bn, keras)
+    else:
+        kernel = np.asarray(conv.kernel)
+        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(kernel.shape[-1], np.float32)
+    if inputs is not None:
+        kernel = kernel[:, :, inputs]
+        if type(conv) is keras.layers.DepthwiseConv2D:
+            bias = bias[inputs]
+    if outputs is not None:
+        kernel, bias = kernel[..., outputs], bias[outputs]
     if (type(conv) is keras.layers.Conv2D and tuple(conv.kernel_size) == (1, 1) and tuple(conv.strides) == (1, 1)
             and conv.activation is keras.activations.linear and conv.groups == 1):
         return _pointwise(x, kernel, bias, conv.name, keras, pack)
@@ -586,26 +600,6 @@ def pair_permutations(channels: int) -> tuple[np.ndarray, np.ndarray]:
     identity_half = [u // 2 if u % 2 == 0 else q + u // 2 for u in range(2 * q)]
     cat = np.concatenate([identity_half, 2 * q + np.argsort(half)])
     return half, cat[shuffle_permutation(channels, 2)]
-
-
-def _permuted_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool, inputs: np.ndarray | None = None,
-                   outputs: np.ndarray | None = None) -> Any:
-    """``conv`` (and the BatchNorm after it, folded) reading its input channels in the order
-    ``inputs`` and writing its outputs in the order ``outputs`` (position p holds channel
-    ``order[p]`` of the trained layer); a depthwise conv permutes its channels by ``inputs``."""
-    if bn is not None:
-        kernel, bias = _folded_weights(conv, bn, keras)
-    else:
-        kernel = np.asarray(conv.kernel)
-        bias = np.asarray(conv.bias) if conv.use_bias else np.zeros(kernel.shape[-1], np.float32)
-    if type(conv) is keras.layers.DepthwiseConv2D:
-        config = {**conv.get_config(), "use_bias": True, "trainable": False}
-        return _fixed(keras.layers.DepthwiseConv2D.from_config(config), x, [kernel[:, :, inputs], bias[inputs]])
-    if inputs is not None:
-        kernel = kernel[:, :, inputs]
-    if outputs is not None:
-        kernel, bias = kernel[..., outputs], bias[outputs]
-    return _pointwise(x, kernel, bias, conv.name, keras, pack)
 
 
 def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: int, pack: bool) -> dict[str, Any]:
@@ -688,7 +682,7 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
         for k, kw in (("dw", "inputs"), ("fc1", "inputs"), ("fc2", "outputs")):
             conv = by_name[names[k]]
             rewrites[names[k]] = (lambda x, conv=conv, kw=kw, half=half:
-                                  _permuted_conv(conv, folded.get(conv.name), x, keras, pack, **{kw: half}))
+                                  _folded_conv(conv, folded.get(conv.name), x, keras, pack, **{kw: half}))
     for second, halves in orders.items():
         widths: list[int] = []
         while f"{second}_split{len(widths)}" in by_name:
@@ -698,7 +692,7 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
         for k, kw in (("conv1", "inputs"), ("conv2", "outputs")):
             conv = by_name[f"{second}_crw_{k}_conv"]
             rewrites[conv.name] = (lambda x, conv=conv, kw=kw, order=order:
-                                   _permuted_conv(conv, folded[conv.name], x, keras, pack, **{kw: order}))
+                                   _folded_conv(conv, folded[conv.name], x, keras, pack, **{kw: order}))
     return rewrites
 
 

@@ -12,9 +12,9 @@ cut-out models of all the graphs are timed round-robin in one process (one media
 ``--reps`` invokes per model per round, the median over ``--rounds``), LiteRT, XNNPACK, 1
 thread, then the whole graphs in the same way.
 
-It prints, per op type, the summed cost in each graph and their ratio; the op signatures
-where the second graph loses most against the first; and each graph's whole-model time
-against the sum of its ops (the rest is what running ops in a chain adds: caches, the
+It prints, per op type, the summed cost in each graph and their ratio; the last graph's
+costliest op signatures (count x cost); the op signatures where the last graph loses most
+against the first; and each graph's whole-model time against the sum of its ops (the rest is what running ops in a chain adds: caches, the
 runtime's per-op work). A copy reads a tensor its previous copy also read, so the sum is a
 warm-cache estimate. Without ``--checkpoint``/``--models`` the network is freshly built with
 untrained weights (op costs do not depend on their values).
@@ -191,6 +191,11 @@ def report(per_op: dict[str, dict[Signature, tuple[float, int]]], whole: dict[st
                  + (f"{whole[names[-1]] / whole[names[0]]:>21.2f}x" if len(names) > 1 else ""))
     lines.append(f"{'chain overhead':<20}" + "".join(f"{'':>12}{whole[n] - sums[n]:>13.1f}" for n in names)
                  + "   (whole graph - sum of ops)")
+    last = names[-1]
+    costly = sorted(per_op[last].items(), key=lambda item: -item[1][0] * item[1][1])
+    lines.append(f"\nwhere {last}'s time goes (each op signature, summed over its ops; us):")
+    for sig, (us, n) in costly[:top]:
+        lines.append(f"  {us * n:8.1f} us = {n:3d} x {us:6.2f}  {sig.short()}")
     if len(names) > 1:
         a, b = names[0], names[-1]
         # the same op signature in both graphs, apart from the tensor types

@@ -15,8 +15,10 @@ Google's ai-edge-quantizer (AEQ) in its three public steps, with our range passe
    quantise exactly); outputs get their extremes (heatmap peaks are what the decoder reads,
    never clipped); ``mse`` calibration searches each activation's range from its extremes
    down to the one with the least int8 rounding + clipping error (:func:`mse_ranges`);
-   :func:`share_ranges` gives one range to the tensors int8 must hold at one scale (through
-   splits, reshapes and concatenations), so no requantising QUANTIZE is needed between them;
+   :func:`widen_for_bias` widens conv inputs whose range is so narrow that the int32 bias
+   would overflow at their scale; :func:`share_ranges` gives one range to the tensors int8
+   must hold at one scale (through splits, reshapes and concatenations), so no requantising
+   QUANTIZE is needed between them;
    :func:`widen_for_xnnpack` widens conv output ranges too narrow for XNNPACK to requantise
    into; int16 tensors get their extremes (:meth:`RangeTable.widest`);
 3. **quantize** (:func:`quantize`): int8 activations and per-channel symmetric int8 weights
@@ -25,7 +27,10 @@ Google's ai-edge-quantizer (AEQ) in its three public steps, with our range passe
    are int8 (int16 when an int16 op reads the input or writes the output); AEQ leaves no
    float op. Where scales still differ it writes the requantising QUANTIZE nodes the int8
    kernels' same-scale rules need; the ones it writes between equal scales are dropped after
-   (:func:`lhp_tf.converters.passes.drop_identity_quantize`).
+   (:func:`lhp_tf.converters.passes.drop_identity_quantize`). In a mixed model the int8 copies
+   of int16 tensors get the scale pure int8 gives them
+   (:func:`lhp_tf.converters.passes.int8_copies_at_int8_ranges`; AEQ writes them at the int16
+   extent).
 
 Measured on the trained synthetic lhp-small (100 calibration images): AEQ's int8 model runs at
 the speed of TF's MLIR quantiser's (p10 1.688 vs 1.676 ms, 1 thread, interleaved), with a
@@ -59,7 +64,13 @@ import numpy as np
 from lhp_tf.errors import LhpError
 from lhp_tf.kinds import CALIBRATIONS
 
-from .passes import INPUT_NAME, SIGNATURE_KEY
+from .passes import (
+    INPUT_NAME,
+    SIGNATURE_KEY,
+    WEIGHT_CHANNEL_AXIS,
+    int8_copies_at_int8_ranges,
+    run_passes,
+)
 
 #: Calibration images the MSE range search reads (every value of every activation: on
 #: lhp-small's 24x24 maps 16 images are 5x the 32 x 2,048 sampled values it used to read);
@@ -215,6 +226,7 @@ def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str
         table = base.widest(())  # a copy
         if method == "mse":
             mse_ranges(table, float_model, graph, images)
+        widen_for_bias(table, graph)
         share_ranges(table, graph)
         widen_for_xnnpack(table, graph)
         table.method = method
@@ -327,7 +339,19 @@ def quantize(float_model: bytes, table: RangeTable, int16_outputs: Sequence[str]
     if set(actual) != set(int16_outputs):
         # AEQ keeps an op int8 where its type has no int16 kernel: such ops keep their int8 range
         data = run(table.widest(actual))
-    return data
+    ranges = {name: r for name in table if (r := _range(table, name)) is not None}
+    return run_passes(data, [int8_copies_at_int8_ranges(ranges, int8_params)])
+
+
+def int8_params(lo: float, hi: float) -> tuple[float, int]:
+    """(scale, zero point) of an int8 activation calibrated to ``lo..hi``, as AEQ computes them
+    (asymmetric, zero inside the range)."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor
+
+    zero, scale = uniform_quantize_tensor.tensor_zp_scale_from_min_max(
+        np.array([min(lo, 0.0)]), np.array([max(hi, 0.0)]), 8, False, qtyping.QuantGranularity.TENSORWISE)
+    return float(np.ravel(scale)[0]), int(np.ravel(zero)[0])
 
 
 def _tensor_values(float_model: bytes, images: Iterable[np.ndarray]) -> Iterator[Any]:
@@ -552,6 +576,52 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
 
 def _int8_scale(lo: float, hi: float) -> float:
     return (max(hi, 0.0) - min(lo, 0.0)) / 255.0
+
+
+#: The largest int32 bias a widened input range leaves: half of int32, so the accumulation of
+#: input x weight products on top of it cannot overflow either.
+BIAS_LIMIT = 2.0 ** 30
+
+
+def widen_for_bias(table: RangeTable, graph: FloatGraph) -> int:
+    """Widen the input range of every conv whose int32 bias would not fit at its scale.
+
+    An int8 conv's bias is stored in int32 at scale input_scale x weight_scale. An input that
+    calibration saw only as zeros (an attention FC behind a ReLU that is always off) gets a
+    range of almost nothing, hence a scale near 1e-9, and the bias, divided by it, overflows:
+    ai-edge-quantizer saturates it at 2^31 and the conv then outputs a wrong constant where
+    float outputs its bias. It happened in the 20-epoch synthetic lhp-large: two SCAF
+    attention FCs (``fusion_s0m1_0from1_fc2``, ``fusion_s0m2_0from1_fc2``) had input scales of
+    2.6e-9 and 3.9e-10 and all 40 biases saturated each, so those two attention weights were
+    wrong on every image. The input range is widened until every bias fits within
+    :data:`BIAS_LIMIT` (the zeros still quantise exactly; what else the tensor may carry at
+    run time gets a step still far finer than its consumers resolve). Runs before
+    :func:`share_ranges`, so a widened tensor's group shares the wider range. Returns how many
+    ranges were widened.
+    """
+    widened = 0
+    for kind, ins, _ in graph.ops:
+        axis = WEIGHT_CHANNEL_AXIS.get(kind)
+        if axis is None or len(ins) < 3 or ins[1] not in graph.constants or ins[2] not in graph.constants:
+            continue
+        r_in = _range(table, graph.names[ins[0]])
+        if r_in is None:
+            continue
+        weights = np.moveaxis(np.abs(graph.constants[ins[1]]), axis, 0)
+        w_scale = weights.reshape(weights.shape[0], -1).max(axis=1) / 127.0
+        bias = np.abs(graph.constants[ins[2]]).ravel()
+        live = w_scale > 0
+        if not live.any():
+            continue
+        needed = float(np.max(bias[live] / (w_scale[live] * BIAS_LIMIT)))
+        current = _int8_scale(*r_in)
+        if current >= needed:
+            continue
+        extra = (needed - current) * 255.0
+        lo, hi = r_in
+        _set_range(table, graph.names[ins[0]], *((lo - extra, hi) if lo < 0.0 and hi <= 0.0 else (lo, hi + extra)))
+        widened += 1
+    return widened
 
 
 def widen_for_xnnpack(table: RangeTable, graph: FloatGraph) -> int:

@@ -52,3 +52,7 @@ def test_cut_out_ops_compute_what_they_did_in_the_graph(tmp_path) -> None:
     assert {n for _, n in per_op["toy"].values()} == {1, 2}
     lines = prof.report(per_op, whole, top=3)
     assert lines[0].startswith("op type") and any(line.startswith("whole graph") for line in lines)
+    # the costliest signatures, each with its count: the two MULs share one line
+    at = lines.index("\nwhere toy's time goes (each op signature, summed over its ops; us):")
+    costly = lines[at + 1:at + 3]
+    assert sorted(line.split(" = ")[1].split(" x ")[0].strip() for line in costly) == ["1", "2"]

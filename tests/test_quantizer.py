@@ -335,3 +335,95 @@ def test_auto_calibration_keeps_the_candidate_closer_to_float() -> None:
     for method, error in table.errors.items():
         got = quantizer.landmark_shift(quantizer.quantize(raw, quantizer.calibrate(raw, images, method)), probe, reference)
         assert got == pytest.approx(error) and got > 0
+
+
+def test_widen_for_bias_keeps_every_int32_bias_in_range() -> None:
+    """A conv reading a tensor that calibrated to almost nothing gets an input range its bias fits."""
+    kernel = np.array([[0.5, -0.25], [0.01, 0.02]], np.float32).reshape(2, 1, 1, 2)
+    bias = np.array([3.0, -2.0], np.float32)
+    graph = quantizer.FloatGraph(ops=[("CONV_2D", [0, 1, 2], [3]), ("CONV_2D", [4, 1, 2], [5])],
+                                 names=["dead", "w", "b", "out", "live", "out2"], constants={1: kernel, 2: bias},
+                                 inputs=[0, 4], outputs=[3, 5])
+    table = _table({"dead": (0.0, 1e-12), "out": (-2.0, 3.0), "live": (0.0, 4.0), "out2": (-2.0, 3.0)})
+    assert quantizer.widen_for_bias(table, graph) == 1
+    scale = quantizer._int8_scale(*quantizer._range(table, "dead"))
+    w_scale = np.abs(kernel).reshape(2, -1).max(1) / 127.0
+    assert np.max(np.abs(bias) / (scale * w_scale)) <= quantizer.BIAS_LIMIT * 1.0001
+    assert quantizer._range(table, "dead")[0] == 0.0  # zeros still quantise exactly
+    assert quantizer._range(table, "live") == (0.0, 4.0)
+    assert quantizer.widen_for_bias(table, graph) == 0
+
+
+def test_a_conv_behind_a_dead_relu_outputs_its_bias_in_int8() -> None:
+    """End to end: a ReLU that is always off feeds a conv with a bias; int8 must output the bias
+    (before ``widen_for_bias`` ai-edge-quantizer saturated it in int32 and the conv output a
+    wrong constant, as two SCAF attention FCs of the trained lhp-large did)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+
+    x = keras.Input((4, 4, 3), batch_size=1)
+    dead = keras.layers.Conv2D(2, 1, activation="relu", name="dead")(x)
+    out = keras.layers.Conv2D(3, 1, name="fc")(dead)
+    model = keras.Model(x, out)
+    model.get_layer("dead").set_weights([np.full((1, 1, 3, 2), 0.1, np.float32), np.full(2, -10.0, np.float32)])
+    fc_bias = np.array([0.8, -1.5, 2.5], np.float32)
+    model.get_layer("fc").set_weights([np.full((1, 1, 2, 3), 0.3, np.float32), fc_bias])
+    float_model = float_tflite(model)
+    images = np.random.default_rng(0).random((8, 4, 4, 3), np.float32)
+    int8 = quantizer.quantize(float_model, quantizer.calibrate(float_model, images, "minmax"))
+    it = Interpreter(model_content=int8)
+    it.allocate_tensors()
+    src, dst = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zero = src["quantization"]
+    it.set_tensor(src["index"], np.clip(np.round(images[:1] / scale + zero), -128, 127).astype(np.int8))
+    it.invoke()
+    out_scale, out_zero = dst["quantization"]
+    got = (it.get_tensor(dst["index"]).astype(np.float32) - out_zero) * out_scale
+    np.testing.assert_allclose(got, np.broadcast_to(fc_bias, got.shape), atol=2 * out_scale)
+
+
+def test_int8_copies_of_int16_tensors_keep_their_int8_scale_and_the_bias_follows() -> None:
+    """Mixed precision: a conv kept in int16 feeds an int8 conv with a bias. The int8 copy of
+    the int16 tensor must have the scale pure int8 gives it (not the int16 extent), and the int8
+    conv's bias must follow the new input scale, so the int8 conv computes what it does in the
+    pure int8 model."""
+    from ai_edge_litert.interpreter import Interpreter
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+
+    x = keras.Input((4, 4, 3), batch_size=1)
+    model = keras.Model(x, keras.layers.Conv2D(3, 1, name="late")(keras.layers.Conv2D(4, 1, name="early")(x)))
+    rng = np.random.default_rng(0)
+    model.get_layer("early").set_weights([rng.normal(size=(1, 1, 3, 4)).astype(np.float32), np.zeros(4, np.float32)])
+    model.get_layer("late").set_weights([rng.normal(size=(1, 1, 4, 3)).astype(np.float32),
+                                         np.array([1.0, -2.0, 0.5], np.float32)])
+    float_model = float_tflite(model)
+    images = rng.random((40, 4, 4, 3)).astype(np.float32)
+    images[0] *= 20.0  # one outlier image: the extent is far wider than the averaged range
+    table = quantizer.calibrate(float_model, images, "minmax")
+    early = quantizer.select_ops(float_model, ["@early"])
+    mixed = quantizer.quantize(float_model, table, early)
+    pure = quantizer.quantize(float_model, table)
+    assert quantizer.int16_ops(mixed) == early
+
+    def run(data: bytes, image: np.ndarray) -> tuple[np.ndarray, dict, float]:
+        it = Interpreter(model_content=data)
+        it.allocate_tensors()
+        src, dst = it.get_input_details()[0], it.get_output_details()[0]
+        scale, zero = src["quantization"]
+        info = np.iinfo(src["dtype"])
+        it.set_tensor(src["index"], np.clip(np.round(image[None] / scale + zero), info.min, info.max).astype(src["dtype"]))
+        it.invoke()
+        scales = {d["name"]: d["quantization"] for d in it.get_tensor_details() if d["dtype"] == np.int8}
+        out_scale, out_zero = dst["quantization"]
+        return (it.get_tensor(dst["index"]).astype(np.float32) - out_zero) * out_scale, scales, out_scale
+
+    got, scales, step = run(mixed, images[5])
+    want, pure_scales, _ = run(pure, images[5])
+    name = early[0]
+    copies = [q for n, q in scales.items() if n != name and name in n]  # the QUANTIZE's int8 output
+    assert copies and all(q == pytest.approx(pure_scales[name], rel=1e-6) for q in copies)
+    np.testing.assert_allclose(got, want, atol=2 * step)

@@ -66,6 +66,12 @@ this 2-core x86 machine; see the measurements section):
   float, faster than the depthwise form); int8 graphs (XNNPACK runs no int8 AVERAGE_POOL_2D)
   and NPU graphs get a chain of 2x2 stride-2 depthwise convs with weights 1/4 (exact in int8;
   Vela takes depthwise strides 1-3 only, so a single 4x4 or 8x8 stride-4/8 conv falls back).
+  Integer graphs for CPUs take 4x4 stride-4 steps, widest first (:data:`POOL_MAX_STEP`): one-op
+  toys, int8, LiteRT, 1 thread, p50 us, 2x2 steps vs (4x4, 2x2): 24x24x12 pooled by 8 3.38 vs
+  1.98, 24x24x24 5.33 vs 3.06, one channel 3.11 vs 1.96 ((2x2, 4x4): 3.03, 4.65); by 4, 12x12x12
+  1.19 vs 0.86, 12x12x24 1.61 vs 0.99, 24x24x12 2.97 vs 1.73; a single 8x8 stride-8 step is
+  10x slower (24x24x12 38.2 us, 24x24x24 76.3). SCAF's pooled channel means keep halving
+  (:func:`_mean_pool_conv`): each pooled size is shared by several receivers.
 * **Bilinear x4/x8 upsampling** (the MR head): Vela takes RESIZE_BILINEAR with half-pixel
   centres only at x2, and a chain of x2 resizes is NOT x4 (max error 16% of the input range on
   random data: the intermediate samples straddle the first resize's knots). The exact form:
@@ -152,13 +158,27 @@ per receiver (fc1 side by side, fc2 block-diagonal): the block-diagonal weights 
 weight traffic that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms merged vs
 5.64 ms not).
 
+Where lhp-small's amx int8 time goes now (``python benchmarks/op_profile.py --models
+amx=F``, F from ``lhp convert runs/synthetic-300w-small-2x/best.keras --quant int8 --target
+amx``; whole graph 1.10 ms): the 3x3 depthwise convs on 24x24x12 (12 x 7.2 us) and 12x12x24
+(12 x 3.5 us) lead; the CCW pairs' data movement on the 24-channel branch costs ~24 us per
+pair (its three SLICEs 6.0, the SPLIT of Y 3.3, the working CONCATENATION 3.0, the 3-way
+CONCATENATION 5.6, the packed permutation conv 5.8), 143 us over six pairs; the stem's two 2x2
+convs to 8 channels 17 us each. Tried (one-op toys, LiteRT, 1 thread, int8) and not adopted:
+the depthwise conv as a dense 3x3 conv with block-diagonal weights, for AMX's GEMMs (24x24x12
+27.3 vs 8.4 us, 24x24x24 27.5 vs 14.1, 12x12x24 7.6 vs 3.9).
+
 Current figures, trained synthetic checkpoints (``runs/synthetic-300w-small-2x``: lhp-small, 20
 epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... --quant int8
 [--target npu]`` then ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512
 ethos-u85-256``; "before" is the same command on main ec8a821, "then" on 5fbd3e4 (before the
 pooled-mean convs, the int8 shuffle threshold of 160 and the permutation convs' shared
-ranges), "then2" on 6395127 (before the nested SCAF sums and the CCW pairs). Every op on the
-NPU and every node delegated to XNNPACK in all of them. lhp-large's QUANTIZEs since the CCW
+ranges), "then2" on 6395127 (before the nested SCAF sums and the CCW pairs), "then3" on 4b3fb5d
+(before the CPU graphs' 4x4 pool steps; amx: lhp-small 974 -> 964 ops, lhp-large 2416 ->
+2388; whole graphs, in-process interleaved loop, p50: lhp-small amx 1190 -> 1168 us, xnnpack
+1408 -> 1378, float 1187; lhp-large 10 ep amx 3183 -> 3126, xnnpack 3354 -> 3270, float 3211;
+held-out NME moved by +0.002 to +0.011, within the run-to-run noise of int8 ranges). Every op
+on the NPU and every node delegated to XNNPACK in all of them. lhp-large's QUANTIZEs since the CCW
 pairs are copies between scales one float32 step apart (0.047688667 -> 0.047688670) that
 ai-edge-quantizer writes where a slice or split of a shared-range group feeds a concatenation;
 XNNPACK's int8 concatenation refuses inputs whose scales differ at all, so they cannot simply
@@ -170,7 +190,8 @@ model, form              ops (QUANTIZE)  MEAN         Vela U55-256 / U65-512 / U
 lhp-small xnnpack before 993 (67)        51
 lhp-small xnnpack then   926 (0)         51
 lhp-small xnnpack then2  880 (0)         51
-lhp-small xnnpack        896 (0)         51
+lhp-small xnnpack then3  896 (0)         51
+lhp-small xnnpack        886 (0)         51
 lhp-small npu before     1019 (73)       51           5.636 / 1.433 / 2.256 ms
 lhp-small npu then       1044 (0)        0            4.965 / 1.284 / 1.887 ms
 lhp-small npu then2      1038 (0)        0            4.942 / 1.276 / 1.880 ms
@@ -178,7 +199,8 @@ lhp-small npu            1055 (0)        0            4.782 / 1.234 / 1.841 ms
 lhp-large xnnpack before 2492 (164)      126
 lhp-large xnnpack then   2328 (0)        126
 lhp-large xnnpack then2  2158 (0)        126
-lhp-large xnnpack        2205 (8)        126
+lhp-large xnnpack then3  2205 (8)        126
+lhp-large xnnpack        2177 (8)        126
 lhp-large npu before     2453 (173)      126          18.08 / 4.127 / 7.233 ms
 lhp-large npu then       2511 (0)        0            15.34 / 3.581 / 5.706 ms
 lhp-large npu then2      2497 (0)        0            15.31 / 3.564 / 5.705 ms
@@ -269,6 +291,10 @@ AMX_MIN_PIXELS = 144
 #: ... and multiplies maps of at least this many pixels by per-channel weights one row at a
 #: time (:func:`_row_broadcast_mul`)
 ROW_MUL_MIN_PIXELS = 576
+#: The widest stride of one depthwise step of an average pool in integer graphs: Vela takes
+#: depthwise strides 1-3 only; XNNPACK's int8 depthwise conv is cheaper as a 4x4 stride-4
+#: step than as two 2x2 ones, and an 8x8 stride-8 one is 10x slower (the module docs)
+POOL_MAX_STEP = {"xnnpack": 4, "amx": 4, "npu": 2}
 #: On CPUs channel shuffles up to this many channels become a 1x1 permutation conv, wider ones
 #: stay a rank-4 transpose (float graphs; integer graphs); on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
@@ -364,22 +390,25 @@ def _mean_pool_conv(x: Any, k: int, name: str, keras: Any) -> Any:
     return _fixed(conv, x, [np.full((k, k, c, 1), 1.0 / (k * k * c), np.float32)])
 
 
-def _halve(x: Any, name: str, keras: Any) -> Any:
-    """A 2x2 stride-2 average as a depthwise conv with taps 1/4 (exact in int8)."""
-    dw = keras.layers.DepthwiseConv2D(2, strides=2, padding="valid", use_bias=False, trainable=False, name=name)
-    return _fixed(dw, x, [np.full((2, 2, int(x.shape[-1]), 1), 0.25, np.float32)])
+def _average_step(x: Any, s: int, name: str, keras: Any) -> Any:
+    """An s x s stride-s average as a depthwise conv with taps 1/s^2 (exact in int8: per-channel
+    weights make the one tap value 127 steps)."""
+    dw = keras.layers.DepthwiseConv2D(s, strides=s, padding="valid", use_bias=False, trainable=False, name=name)
+    return _fixed(dw, x, [np.full((s, s, int(x.shape[-1]), 1), 1.0 / (s * s), np.float32)])
 
 
-def _pool(x: Any, k: int, name: str, stepped: bool, keras: Any) -> Any:
-    """k x k average pool: AVERAGE_POOL_2D, or 2x2 stride-2 depthwise steps when ``stepped``."""
+def _pool(x: Any, k: int, name: str, stepped: bool, keras: Any, max_step: int = 2) -> Any:
+    """k x k average pool: AVERAGE_POOL_2D, or depthwise steps of stride up to ``max_step``
+    (widest first) when ``stepped``."""
     if not stepped:
         return keras.layers.AveragePooling2D(k, name=name)(x)
     if k & (k - 1):
         raise LhpError(f"{name}: cannot split a {k}x{k} pool into 2x2 steps (not a power of two)")
     step = 0
     while k > 1:
-        x = _halve(x, name if k == 2 else f"{name}_step{step}", keras)
-        k //= 2
+        s = min(k, max_step)
+        x = _average_step(x, s, name if k == s else f"{name}_step{step}", keras)
+        k //= s
         step += 1
     return x
 
@@ -391,7 +420,7 @@ def _global_pool(x: Any, name: str, keras: Any) -> Any:
     h, w, c = (int(d) for d in x.shape[1:])
     step = 0
     while h % 2 == 0 and w % 2 == 0 and (h, w) != (2, 2):
-        x = _halve(x, f"{name}_step{step}", keras)
+        x = _average_step(x, 2, f"{name}_step{step}", keras)
         h, w, step = h // 2, w // 2, step + 1
     if h * w == 1:
         return x
@@ -931,7 +960,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             if k == 2 or k & (k - 1):
                 pools[k] = _mean_pool_conv(source, k, f"{name}_pool{k}", keras)
             else:
-                pools[k] = _halve(pooled_mean(x, k // 2), f"{name}_pool{k}", keras)
+                pools[k] = _average_step(pooled_mean(x, k // 2), 2, f"{name}_pool{k}", keras)
         return pools[k]
 
     def resize(layer: Any, x: Any) -> Any:
@@ -939,7 +968,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
         if k is not None and stepped_pools and id(x) in means:
             return pooled_mean(x, k)
         if k is not None:
-            return _pool(x, k, layer.name, stepped_pools, keras)
+            return _pool(x, k, layer.name, stepped_pools, keras, POOL_MAX_STEP[target])
         return layer(x)
 
     def scaf_mul(layer: Any, a: Any, b: Any) -> Any:

@@ -613,14 +613,7 @@ def widen_for_bias(table: RangeTable, graph: FloatGraph) -> int:
         live = w_scale > 0
         if not live.any():
             continue
-        needed = float(np.max(bias[live] / (w_scale[live] * BIAS_LIMIT)))
-        current = _int8_scale(*r_in)
-        if current >= needed:
-            continue
-        extra = (needed - current) * 255.0
-        lo, hi = r_in
-        _set_range(table, graph.names[ins[0]], *((lo - extra, hi) if lo < 0.0 and hi <= 0.0 else (lo, hi + extra)))
-        widened += 1
+        widened += _widen_to_scale(table, graph.names[ins[0]], float(np.max(bias[live] / (w_scale[live] * BIAS_LIMIT))))
     return widened
 
 
@@ -640,15 +633,20 @@ def widen_for_xnnpack(table: RangeTable, graph: FloatGraph) -> int:
         if r_in is None or r_out is None:
             continue
         w = float(np.abs(graph.constants[ins[1]]).max())
-        needed = _int8_scale(*r_in) * w / 127.0 / XNNPACK_MAX_REQUANT * 1.05
-        current = _int8_scale(*r_out)
-        if w == 0.0 or current >= needed:
-            continue
-        extra = (needed - current) * 255.0
-        lo, hi = r_out
-        _set_range(table, graph.names[outs[0]], *((lo - extra, hi) if lo < 0.0 and hi <= 0.0 else (lo, hi + extra)))
-        widened += 1
+        widened += _widen_to_scale(table, graph.names[outs[0]], _int8_scale(*r_in) * w / 127.0 / XNNPACK_MAX_REQUANT * 1.05)
     return widened
+
+
+def _widen_to_scale(table: RangeTable, name: str, needed: float) -> bool:
+    """Widen ``name``'s range, away from zero on the side it lies, until its int8 scale is at
+    least ``needed``; whether it changed."""
+    lo, hi = _range(table, name)  # type: ignore[misc]
+    current = _int8_scale(lo, hi)
+    if needed <= 0.0 or current >= needed:
+        return False
+    extra = (needed - current) * 255.0
+    _set_range(table, name, *((lo - extra, hi) if lo < 0.0 and hi <= 0.0 else (lo, hi + extra)))
+    return True
 
 
 @dataclass

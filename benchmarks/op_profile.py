@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             source = (f"checkpoint {args.checkpoint}" if args.checkpoint else f"{args.arch}, UNTRAINED weights") + \
                 f", --target {args.target}"
         per_op, whole = profile(paths, args.copies, args.rounds, args.reps)
+    from machine import describe  # benchmarks/ is sys.path[0] when run as a script
+
+    print(describe()[0])
     print(f"{source}; LiteRT XNNPACK, 1 thread; each distinct op alone ({args.copies} copies vs 1), "
           f"{args.rounds} interleaved rounds of {args.reps} invokes (medians)")
     print("\n".join(report(per_op, whole, args.top)))

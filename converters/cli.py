@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TFLite quantisation (default: the recipe's export.quant; float without a recipe)")
     p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                    help="deploy graph for CPUs with XNNPACK (default), x86 CPUs whose XNNPACK runs int8 on "
-                        "AMX ('amx': fewer, wider int8 GEMMs, more MACs) or Ethos-U class NPUs (every op in a "
-                        "form Vela places on the NPU); recorded in the metadata")
+                        "AMX ('amx': fewer, wider int8 GEMMs, more MACs; slower on CPUs without AMX) or "
+                        "Ethos-U class NPUs (every op in a form Vela places on the NPU); recorded in the metadata")
     p.add_argument("--int16", default="", metavar="SELECTOR,...",
                    help="int8 ops that keep int16 activations (int8 weights): 'auto' (the fewest that bring "
                         "drift within budget), an op type (LOGISTIC), TYPE@REGEX or @REGEX on tensor names; "

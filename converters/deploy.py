@@ -49,7 +49,10 @@ this 2-core x86 machine; see the measurements section):
   :func:`_paired_ccw`): see there; lhp-small -2 %, lhp-large -4.5 % (amx, in-process); Vela
   (npu form, after the nested sums), U55-256 / U65-512 / U85-256: lhp-small 4.849 / 1.249 /
   1.846 -> 4.782 / 1.234 / 1.841 ms, lhp-large 14.82 / 3.421 / 5.540 -> 14.57 / 3.371 / 5.383
-  ms (every width paired there: an NPU graph's shuffles are all convs).
+  ms (every width paired there: an NPU graph's shuffles are all convs). On CPUs the pair's
+  closing permutation is one transpose from 48 channels on (:data:`PAIR_TRANSPOSE_MIN_CHANNELS`:
+  on an AVX2 x86 CPU without VNNI or AMX, trained lhp-small int8, in-process loop, p50 -1.9 %,
+  p10 -1.6 %; the same int8 values, held-out NME unchanged to the last digit).
 * **Channel MEAN (SCAF's channel average) as a constant 1x1 conv** C -> 1 with weights 1/C
   (every target): Vela rejects MEAN over depth ("reduction over depth only if h, w or c == 1").
 * **SCAF's pooled channel means** (int8 graphs and target ``npu``, where pools are depthwise
@@ -298,6 +301,15 @@ POOL_MAX_STEP = {"xnnpack": 4, "amx": 4, "npu": 2}
 #: On CPUs channel shuffles up to this many channels become a 1x1 permutation conv, wider ones
 #: stay a rank-4 transpose (float graphs; integer graphs); on NPUs every shuffle becomes a conv.
 SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
+#: A CCW block pair of an integer graph ends in one fixed permutation of its branch
+#: (:func:`_paired_ccw`): a 1x1 permutation conv, or from this many channels on one
+#: :class:`~lhp_tf.model.ops.QuarterInterleave` transpose. One-op toys, int8, LiteRT, 1 thread,
+#: an AVX2 x86 CPU without VNNI or AMX (us, conv vs transpose, ~3 us of invoke included):
+#: 24@24x24 20.6 vs 32.4, 48@12x12 14.3 vs 11.0, 96@6x6 11.3 vs 5.5, 192@3x3 10.3 vs 3.5 (a
+#: permutation conv does C multiply-accumulates per value, which such CPUs pay in full). AMX
+#: runs the conv in tiles of 64 channels (the ``amx`` form keeps it) and Vela estimates
+#: transposes slower than convs (the ``npu`` form keeps it).
+PAIR_TRANSPOSE_MIN_CHANNELS = {"xnnpack": 48, "amx": 1 << 30, "npu": 1 << 30}
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
 _SCAF_PATH = re.compile(r"^(fusion_.*)_(\d+)from\d+$")
@@ -631,7 +643,15 @@ def pair_permutations(channels: int) -> tuple[np.ndarray, np.ndarray]:
     return half, cat[shuffle_permutation(channels, 2)]
 
 
-def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: int, pack: bool) -> dict[str, Any]:
+def quarter_interleave(channels: int) -> np.ndarray:
+    """Output channel o of :class:`~lhp_tf.model.ops.QuarterInterleave` reads input channel
+    perm[o]: ``out[4m + 2a + b] = x[(2b + a) q + m]``."""
+    q = channels // 4
+    return np.array([(2 * (o % 2) + (o % 4) // 2) * q + o // 4 for o in range(channels)])
+
+
+def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: int, pack: bool,
+                transpose_min: int = 1 << 30) -> dict[str, Any]:
     """Two consecutive CCW blocks of a module without the concat, shuffle and split between them.
 
     Between blocks b and b+1 the graph concatenates the identity half A and the new half Y,
@@ -646,7 +666,13 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
     union of its members' image-averaged ranges, and the removed concatenations were members:
     trained lhp-small, min/max ranges, one fusion output's scale 0.02358 -> 0.02330).
     Returns the :func:`deploy_model` call overrides keyed by layer name; branches wider than
-    ``max_channels`` (whose shuffle stays a transpose) or not a multiple of 4 keep their form.
+    ``max_channels`` (whose shuffle stays a transpose) or not a multiple of 4 keep their form
+    (pairing lhp-small's 192-channel branch as well, closed by the transpose below, measured no
+    faster on an AVX2 CPU: in-process loop). From ``transpose_min`` channels on the closing
+    permutation is one transpose (:class:`~lhp_tf.model.ops.QuarterInterleave`,
+    :data:`PAIR_TRANSPOSE_MIN_CHANNELS`): the concatenation ``[A_lo, Y_lo, Y']`` holds, quarter
+    by quarter, the true outputs 4m, 4m + 2, 4m + 1 and 4m + 3 (checked against
+    :func:`pair_permutations` when the graph is built).
     XNNPACK copies channel slices pixel by pixel, so the slices and the 3-way concatenation
     cost about what they save (per op, cut out and timed as ``benchmarks/op_profile.py`` does,
     24x24 map: 3 slices 5.1 us against a 2-way split 2.6; the
@@ -668,6 +694,7 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
                  "fc1": f"{second}_sw{i}_fc1_conv", "fc2": f"{second}_sw{i}_fc2_conv",
                  "conv1": f"{second}_crw_conv1_conv", "conv2": f"{second}_crw_conv2_conv"}
         c = int(layer.output.shape[-1])
+        transposed = c >= transpose_min
         if (c > max_channels or c % 4 or any(n not in by_name for n in names.values())
                 or layer.groups != 2 or by_name[names["shuffle1"]].groups != 2
                 or any(names[k] not in folded for k in ("dw", "conv1", "conv2"))
@@ -701,7 +728,13 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
         def concat1(x: list[Any], key: tuple[str, int] = key, name: str = names["concat1"]) -> Any:
             return keras.layers.Concatenate(name=name)([state[key]["a_lo"], state[key]["y_lo"], x[1]])
 
-        def shuffle1(x: Any, out: np.ndarray = out, name: str = names["shuffle1"]) -> Any:
+        def shuffle1(x: Any, out: np.ndarray = out, name: str = names["shuffle1"], transposed: bool = transposed) -> Any:
+            if transposed:
+                from lhp_tf.model.ops import QuarterInterleave
+
+                if not np.array_equal(out, quarter_interleave(len(out))):
+                    raise LhpError(f"{name}: the pair's closing permutation is not a quarter interleave")
+                return QuarterInterleave(name=name)(x)
             kernel = np.zeros((1, 1, len(out), len(out)), np.float32)
             kernel[0, 0, out, np.arange(len(out))] = 1.0
             return _pointwise(x, kernel, None, name, keras, pack)
@@ -947,7 +980,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     amx = (target, quant) == ("amx", "int8")
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
     if quant != "float":  # every shuffle of an NPU graph is a conv, whatever its width
-        rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx))
+        rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx,
+                                    transpose_min=PAIR_TRANSPOSE_MIN_CHANNELS[target]))
 
     # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
     # mean's input, halved on from there for larger pools and shared by every pool of that mean;

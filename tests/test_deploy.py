@@ -10,10 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from lhp_tf.converters.deploy import (  # noqa: E402
+    PAIR_TRANSPOSE_MIN_CHANNELS,
     bilinear_taps,
     block_kernel,
     deploy_model,
     pair_permutations,
+    quarter_interleave,
     shuffle_permutation,
 )
 
@@ -133,8 +135,10 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
 def test_int8_ccw_pairs_skip_the_shuffle_between_them(target: str) -> None:
     """Two CCW blocks of a module run without the concat, shuffle and split between them: the
     second block works on [A_hi, Y_hi] with weights permuted to that order, and one
-    permutation conv after it restores the order (a wrong permutation moves the outputs)."""
+    permutation after it restores the order (a wrong permutation moves the outputs): a 1x1
+    conv, or on CPUs without AMX from 48 channels on one transpose (the 64-channel branch)."""
     from lhp_tf.model.kbackend import keras
+    from lhp_tf.model.ops import QuarterInterleave
 
     model = build_model(ModelConfig(**{**TINY, "blocks": (2, 2, 2)}), 98, batch_size=1)
     randomize(model, seed=5)
@@ -146,10 +150,17 @@ def test_int8_ccw_pairs_skip_the_shuffle_between_them(target: str) -> None:
         for i in range(branches):
             assert f"ccw_s{s}m0b0_shuffle{i}" not in layers and f"ccw_s{s}m0b0_concat{i}" not in layers
             assert f"ccw_s{s}m0b1_split{i}_working" in layers
-            assert type(layers[f"ccw_s{s}m0b1_shuffle{i}"]) is keras.layers.Conv2D
+            closing = type(layers[f"ccw_s{s}m0b1_shuffle{i}"])
+            wide = TINY["channels"][i] >= PAIR_TRANSPOSE_MIN_CHANNELS[target]
+            assert closing is (QuarterInterleave if wide else keras.layers.Conv2D), (target, s, i)
+    assert target != "xnnpack" or TINY["channels"][3] >= PAIR_TRANSPOSE_MIN_CHANNELS[target] > TINY["channels"][2]
     half, out = pair_permutations(8)
     np.testing.assert_array_equal(half, [0, 2, 1, 3])
     assert sorted(out) == list(range(8))
+    for c in (8, 24, 48, 192):
+        np.testing.assert_array_equal(pair_permutations(c)[1], quarter_interleave(c))
+    x = np.random.default_rng(1).normal(size=(2, 3, 5, 48)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(QuarterInterleave()(x)), x[..., quarter_interleave(48)])
 
 
 @pytest.mark.parametrize("landmarks,kept,added", [(98, [], False), (10, ["head_out3"], True)])
@@ -317,14 +328,15 @@ def test_tflite_forms_are_rank4_delegated_and_npu_clean(tmp_path) -> None:
     report = run_vela(int8_path, "ethos-u55-256")
     assert report.cpu_ops == 0, report.fallbacks
 
-    # the AMX int8 form (stem on space-to-depth blocks, packed 1x1 convs): integer only, every
-    # node on XNNPACK
-    cpu_path = tmp_path / "amx_int8.tflite"
-    cpu_float = float_tflite(deploy_model(paired, "amx", "int8"))
-    cpu_path.write_bytes(quantizer.quantize(cpu_float, quantizer.calibrate(cpu_float, _images(4))))
-    graph = read_graph(cpu_path)
-    assert "SPACE_TO_DEPTH" in [op.op for op in graph.operators]
-    assert not [op.op for op in graph.operators if is_float_op(graph, op)]
-    assert max_rank(cpu_path) == 4
-    counts = op_delegation(cpu_path)
-    assert counts["delegated"] == counts["total"], counts
+    # the CPU int8 forms: AMX (stem on space-to-depth blocks, packed 1x1 convs) and the default
+    # (the 64-channel pair closed by a transpose): integer only, rank 4, every node on XNNPACK
+    for target, marker in (("amx", "SPACE_TO_DEPTH"), ("xnnpack", "TRANSPOSE")):
+        cpu_path = tmp_path / f"{target}_int8.tflite"
+        cpu_float = float_tflite(deploy_model(paired, target, "int8"))
+        cpu_path.write_bytes(quantizer.quantize(cpu_float, quantizer.calibrate(cpu_float, _images(4))))
+        graph = read_graph(cpu_path)
+        assert marker in [op.op for op in graph.operators], target
+        assert not [op.op for op in graph.operators if is_float_op(graph, op)]
+        assert max_rank(cpu_path) == 4
+        counts = op_delegation(cpu_path)
+        assert counts["delegated"] == counts["total"], (target, counts)

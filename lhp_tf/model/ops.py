@@ -53,6 +53,27 @@ class ChannelShuffle(keras.layers.Layer):
 
 
 @register_serializable
+class QuarterInterleave(keras.layers.Layer):
+    """Interleave the four channel quarters of a 4-D NHWC input (q channels each):
+    ``out[4m + 2a + b] = x[(2b + a) q + m]`` for a, b in {0, 1}, i.e. quarters 0, 2, 1, 3 taken
+    one channel at a time. It is the permutation that ends a CCW block pair of the deploy graph
+    (``lhp_tf.converters.deploy``), done as one transpose instead of a 1x1 permutation conv:
+    (B*H*W, 2, 2, q) -> TRANSPOSE (0, 3, 2, 1) -> (B, H, W, 4q), rank 4 throughout.
+    """
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        _, h, w, c = x.shape
+        if c % 4:
+            raise ValueError(f"{self.name}: {c} channels do not split into quarters")
+        y = tf.reshape(x, (-1, 2, 2, c // 4))
+        y = tf.transpose(y, (0, 3, 2, 1))
+        return tf.reshape(y, (_static_batch(x), h, w, c))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return tuple(input_shape)
+
+
+@register_serializable
 class ChannelSplit(keras.layers.Layer):
     """Split the channel axis into consecutive parts of the given sizes.
 

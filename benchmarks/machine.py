@@ -1,9 +1,9 @@
 """Which CPU a benchmark ran on, and which of its features decide XNNPACK's int8 kernels.
 
-Latency ratios between int8 and float graphs depend on the CPU more than on the graph: the same
-lhp-small files ran int8 at 0.97x float (``--target amx``) on an x86 CPU with AMX and at 1.25x
-on an AVX2-only one (the README's latency section), so every figure has to say which CPU it
-came from. The int8 GEMM and depthwise kernels XNNPACK picks are set by these features:
+Latency ratios between int8 and float graphs depend on the CPU more than on the graph: lhp-small's
+``--target amx`` int8 form ran at 0.97x float on an x86 CPU with AMX and at 1.25x on an
+AVX2-only one (``benchmarks/latency.py``, each CPU's own training of the synthetic 20-epoch
+checkpoint; the README's latency section), so every figure has to say which CPU it came from. The int8 GEMM and depthwise kernels XNNPACK picks are set by these features:
 
 * x86: ``amx_int8`` (tiles of 16 pixels x 64 channels, the cost model of ``--target amx``),
   ``avx512_vnni`` / ``avx_vnni`` (int8 dot products), else ``avx2`` (int8 widened to int16 and

@@ -61,11 +61,15 @@ def metadata_for(spec: ModelSpec, quant: str, recipe: Recipe | None = None) -> d
     }
 
 
-def concrete_function(model: Any) -> Any:
-    """``model``'s inference function traced at its declared (fixed) input shape."""
+def concrete_function(model: Any, batch_size: int | None = None) -> Any:
+    """``model``'s inference function traced at its declared input shape; ``batch_size``: the
+    batch to trace a dynamic-batch model at (the QAT model is trained at a dynamic batch, and
+    building its fake-quant network again at batch 1 would cost as long as the first build)."""
     import tensorflow as tf
 
     shape = [int(d) if d is not None else None for d in model.inputs[0].shape]
+    if shape[0] is None and batch_size is not None:
+        shape[0] = batch_size
     if shape[0] is None:
         raise LhpError("TFLite export needs a fixed batch (the model's input batch is dynamic); "
                        "rebuild it with batch_size=1")
@@ -87,11 +91,12 @@ def concrete_function(model: Any) -> Any:
     return tf.function(infer).get_concrete_function(spec)
 
 
-def make_converter(model: Any) -> Any:
-    """A float ``TFLiteConverter`` for ``model`` (Keras 3 or tf_keras)."""
+def make_converter(model: Any, batch_size: int | None = None) -> Any:
+    """A float ``TFLiteConverter`` for ``model`` (Keras 3 or tf_keras; ``batch_size`` as in
+    :func:`concrete_function`)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model)], model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function(model, batch_size)], model)
     # Converting the traced graph directly skips the SavedModel round trip TF 2.21 makes by
     # default (lhp-small float: 46 -> 13 s; same ops, same outputs); the converter freezes.
     converter.experimental_lower_to_saved_model = False
@@ -109,7 +114,8 @@ def float_tflite(model: Any) -> bytes:
 
 def qat_tflite(model: Any, images: Sequence[np.ndarray], meta: dict[str, Any]) -> bytes:
     """Full-integer int8 of a QAT model, ``meta`` embedded: its fake-quant nodes set the ranges;
-    ``images`` only give the converter sample inputs for the int8 input and output."""
+    ``images`` only give the converter sample inputs for the int8 input and output. A model of
+    dynamic batch is converted at batch 1."""
     import tensorflow as tf
 
     frozen = [np.asarray(img, dtype=np.float32) for img in images]
@@ -118,7 +124,7 @@ def qat_tflite(model: Any, images: Sequence[np.ndarray], meta: dict[str, Any]) -
         for img in frozen:
             yield [img[None]]
 
-    converter = make_converter(model)
+    converter = make_converter(model, batch_size=1)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

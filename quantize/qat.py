@@ -349,9 +349,7 @@ def child_main(argv: Sequence[str]) -> int:
     if args.weights_out:
         float_weights(model, spec, args.weights_out)
         return 0
-    fixed = build_qat_model(spec, args.weights, batch_size=1)
-    fixed.set_weights(model.get_weights())
-    deploy = with_activation(fixed, spec.codec.activation)
+    deploy = with_activation(model, spec.codec.activation)  # traced and converted at batch 1
     # Ranges come from the fake-quant nodes (so no range search over them); the converter
     # still wants sample inputs for int8 I/O.
     calib = calibration_images(rec, args.calib_samples or min(rec.export.calib_samples, 32))

@@ -71,7 +71,10 @@ def test_package_comes_from_the_wheel_with_recipes_and_assets(installed: Path, t
 def test_train_starts_by_recipe_name(installed: Path, tmp_path: Path) -> None:
     proc = _run(installed, ["lhp", "train", "synthetic-300w", "--set", "train.epochs=1",
                             "--set", "data.synthetic.num=40", "--set", "train.steps_per_epoch=2",
-                            "--set", "train.batch_size=4", "--set", "train.val_samples=8"], tmp_path)
+                            "--set", "train.batch_size=4", "--set", "train.val_samples=8",
+                            # one block per stage at 64x64: the recipe by name is what is tested
+                            "--set", "model.modules=[1,1,1]", "--set", "model.blocks=[1,1,1]",
+                            "--set", "model.input_size=[64,64]"], tmp_path)
     assert "done: 1 epoch(s)" in proc.stdout
     assert (tmp_path / "runs" / "synthetic-300w" / "best.keras").is_file()
     assert "cuInit" not in proc.stderr and "oneDNN" not in proc.stderr  # quiet by default
@@ -83,7 +86,6 @@ def _cells(report: str, label: str) -> list[str]:
 
 
 @pytest.mark.slow
-
 def test_quick_demo_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     """What the README's first command runs, from an empty folder: every figure in the report
     equals the JSON it came from, and the trained int8 model puts 68 points on the packaged

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lhp_tf.quantize.calibration import calibration_images
+from lhp_tf.quantize.calibration import calibration_images, one_split_read
 
 from lhp_tf.errors import LhpError
 from lhp_tf.kinds import QUANT_MODES
@@ -61,7 +61,6 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     trained, spec = load_checkpoint(checkpoint, rec)
     model = inference_model(trained, spec, batch_size=None if dynamic_batch else 1, where=str(checkpoint),
                             target=target if to == "tflite" else None, quant=quant)
-    images = calibration_images(rec, calib_samples) if calibrating else None
     out = Path(output)
     if to == "saved_model":
         from .saved_model import export_saved_model
@@ -72,6 +71,9 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
 
         write_bytes(out, convert_onnx(model, opset or DEFAULT_OPSET))
         return out
-    write_bytes(out, convert_tflite(model, spec, quant, images, rec, extra_metadata={"target": target, **(extra_metadata or {})},
-                                       int16=int16))
+    with one_split_read():  # the calibration images and ``auto``'s probe faces: one split
+        images = calibration_images(rec, calib_samples) if calibrating else None
+        data = convert_tflite(model, spec, quant, images, rec, int16=int16,
+                              extra_metadata={"target": target, **(extra_metadata or {})})
+    write_bytes(out, data)
     return out

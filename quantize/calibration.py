@@ -16,17 +16,46 @@ kept: synthetic lhp-small, 20 epochs, mean shift in heatmap pixels, min/max vs M
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
 
+#: training splits read inside :func:`one_split_read`, by recipe hash (None: not caching)
+_SPLITS: dict[str, list] | None = None
+
+
+@contextlib.contextmanager
+def one_split_read() -> Iterator[None]:
+    """Within it, the training split is read once per recipe: a conversion takes calibration
+    images and probe faces from the same split, and reading a 300W split's .pts files is over a
+    second of ``lhp convert``'s wall time. Scoped, so that a long-lived process (a notebook)
+    sees annotation files edited between two conversions."""
+    global _SPLITS
+    outer, _SPLITS = _SPLITS, ({} if _SPLITS is None else _SPLITS)
+    try:
+        yield
+    finally:
+        _SPLITS = outer
+
+
+def _training_split(recipe: Recipe) -> list:
+    from lhp_tf.data.datasets import read_split
+
+    if _SPLITS is None:
+        return read_split(recipe.data, recipe.data.train_split)
+    key = recipe.hash()
+    if key not in _SPLITS:
+        _SPLITS[key] = read_split(recipe.data, recipe.data.train_split)
+    return _SPLITS[key]
+
 
 def _training_samples(recipe: Recipe, num: int, seed: int) -> list:
     """Up to ``num`` samples of the training split, picked with ``seed``, in split order."""
-    from lhp_tf.data.datasets import read_split
-
-    samples = read_split(recipe.data, recipe.data.train_split)
+    samples = _training_split(recipe)
     if not samples:
         raise LhpError(f"{recipe.source or recipe.name}: training split {recipe.data.train_split!r} is empty; "
                        "int8 calibration needs training images")

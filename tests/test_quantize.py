@@ -414,3 +414,24 @@ def test_augmented_bundle_holds_faces_inside_their_crops(run: Path) -> None:
     np.testing.assert_allclose(b["norm"], inter_ocular(pts))
     again = augmented_bundle(rec, 12)  # seeded: the same faces every time
     np.testing.assert_array_equal(again["images"], b["images"])
+
+
+def test_one_conversion_reads_its_training_split_once(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside ``one_split_read`` (``lhp convert``) the calibration images and the probe faces
+    come from one read of the split; outside it every call reads again (edits are seen)."""
+    from lhp_tf.converters.run_folder import find_recipe
+    from lhp_tf.quantize import calibration
+
+    from lhp_tf.data import datasets
+
+    reads = []
+    real = datasets.read_split
+    monkeypatch.setattr(datasets, "read_split", lambda *a, **k: reads.append(a[1:]) or real(*a, **k))
+    rec = find_recipe(run)
+    with calibration.one_split_read():
+        inside = calibration.calibration_images(rec, 4), calibration.probe_images(rec, 4)
+    assert reads == [(rec.data.train_split,)]
+    outside = calibration.calibration_images(rec, 4), calibration.probe_images(rec, 4)
+    assert len(reads) == 3
+    for a, b in zip(inside, outside, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -6,9 +6,10 @@ at first import, so the fine-tuning runs in a child process started with
 checkpoint and hands over its weights by layer name in an ``.npz`` and the resolved recipe;
 the child rebuilds the SAME architecture from the same model code (``lhp_tf.model.kbackend``
 switches to tf_keras), annotates it (``qat_model``), trains N epochs on the recipe's training
-pipeline with the recipe's heatmap loss on logits, then rebuilds the QAT model at batch 1,
-appends the heatmap activation and converts it to full-integer int8 with the same converter
-code and metadata as ``lhp convert``. The sigmoid after the last fake-quant needs no range of
+pipeline with the recipe's heatmap loss on logits, then traces the trained QAT model at batch
+1 (building it again at batch 1 would cost as long as the first build), appends the heatmap
+activation and converts it to full-integer int8 with the same converter code and metadata as
+``lhp convert``. The sigmoid after the last fake-quant needs no range of
 its own: int8 LOGISTIC has a fixed output scale (1/256).
 
 Two ways to export (``--ranges``):

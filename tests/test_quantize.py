@@ -82,6 +82,19 @@ def test_paired_drift_upper_bound() -> None:
     assert paired_drift(float_faces + 0.2, float_faces) == pytest.approx((0.2, 0.2))  # same drift on every face
 
 
+def test_auto_holds_the_held_out_gap_times_the_bound_against_the_budget() -> None:
+    """Training faces drift less than held-out ones: auto's bound is the prediction bound scaled
+    by the measured gap, the mean stays what the training faces measured."""
+    from lhp_tf.quantize.mixed import HELD_OUT_GAP, held_out_drift, paired_drift
+
+    float_faces = np.array([3.0, 4.0, 5.0, 6.0])
+    int8_faces = float_faces + [0.01, 0.05, 0.02, 0.04]
+    mean, bound = held_out_drift(int8_faces, float_faces)
+    assert HELD_OUT_GAP > 1.0
+    assert mean == pytest.approx(paired_drift(int8_faces, float_faces)[0])
+    assert bound == pytest.approx(HELD_OUT_GAP * paired_drift(int8_faces, float_faces)[1])
+
+
 @pytest.mark.slow
 def test_drift_report_with_the_sigmoids_in_int16(run: Path, bundle: Path, tmp_path: Path) -> None:
     """--int16 LOGISTIC: every sigmoid computes in int16, nothing in float; metadata says which;

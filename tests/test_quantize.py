@@ -387,6 +387,8 @@ def test_op_groups_follow_the_network_modules() -> None:
 def test_convert_int16_auto_records_its_choice(run: Path, tmp_path: Path) -> None:
     """``lhp convert --int16 auto``: the metadata says what was tried and chosen, and the graph
     computes in int16 exactly where the metadata says."""
+    from lhp_tf.quantize.mixed import HELD_OUT_GAP
+
     from lhp_tf.cli import main
     from lhp_tf.tflite_graph import read_graph
     from lhp_tf.tflite_metadata import read_metadata
@@ -401,6 +403,7 @@ def test_convert_int16_auto_records_its_choice(run: Path, tmp_path: Path) -> Non
     assert chosen and chosen[-1]["drift_points"] == auto["drift_points"]
     assert chosen[-1]["drift_upper_points"] == auto["drift_upper_points"] >= auto["drift_points"]
     assert auto["within_budget"] == (auto["drift_upper_points"] <= auto["budget_points"])
+    assert auto["held_out_gap"] == HELD_OUT_GAP  # the bound above is scaled by it
     graph = read_graph(out)
     int16 = sorted(graph.tensors[op.outputs[0]].name for op in graph.operators
                    if op.op != "QUANTIZE" and graph.tensors[op.outputs[0]].dtype == "int16")

@@ -9,7 +9,8 @@ held-out ``--split`` of its recipe's data, through the board's runtime and metri
    whichever of the two moves landmarks least on augmented training faces), and auto with
    ``--int16 auto`` (the fewest int16 ops that bring drift within budget on training faces);
 2. ``lhp quantize qat --epochs E --save-checkpoint``: the QAT int8 NME, and the NME of QAT's
-   fine-tuned float weights (what int8 costs the QAT model itself);
+   fine-tuned float weights (what int8 costs the QAT model itself); then those weights
+   converted with ``--int16 auto`` (QAT and mixed precision together, still integer-only);
 3. a float control: the same checkpoint trained E more epochs in float (``lhp train --resume``
    on a copy of the run, at the rate the schedule ended with, which is also QAT's default),
    so that what QAT gains by training longer is not mistaken for quantisation robustness;
@@ -88,6 +89,12 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
         _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(qat_float), "--data", str(bundle),
               "--int8", str(qat_model), "--report", str(qat_own)], log)
     own = json.loads(qat_own.read_text())
+    qat_mixed = out / f"qat{qat_epochs}_int16.json"
+    if not qat_mixed.is_file():
+        _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(qat_float), "--data", str(bundle),
+              "--int16", "auto", "--save-dir", str(out / f"qat{qat_epochs}_int16"), "--report", str(qat_mixed),
+              *calib], log)
+    mixed = json.loads(qat_mixed.read_text())
 
     control = out / f"float_control{qat_epochs}"
     control_model = out / f"float_control{qat_epochs}.tflite"
@@ -104,7 +111,8 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
     ctl = _bench(control_model, bundle, float_model, log)
     models = {"float": float_model, "minmax": out / "ptq_minmax" / "int8.tflite",
               "mse": out / "ptq_mse" / "int8.tflite", "auto": out / "ptq_auto" / "int8.tflite",
-              "int16": out / "ptq_int16" / "int8_mixed.tflite", "qat": qat_model}
+              "int16": out / "ptq_int16" / "int8_mixed.tflite", "qat": qat_model,
+              "qat_int16": out / f"qat{qat_epochs}_int16" / "int8_mixed.tflite"}
     latency = interleaved_latency(models)
 
     f = ptq["auto"]["float_nme"]
@@ -117,7 +125,9 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
     row["int16_ops"] = ptq["int16"]["int16_ops"]
     return {**row, "latency_ms": latency, "qat_epochs": qat_epochs, "qat_int8_nme": qat["nme"],
             "qat_drift": qat["nme"] - f, "qat_float_nme": own["float_nme"],
-            "control_float_nme": ctl["nme"], "qat_vs_control": qat["nme"] - ctl["nme"]}
+            "control_float_nme": ctl["nme"], "qat_vs_control": qat["nme"] - ctl["nme"],
+            "qat_int16_int8_nme": mixed["int8_nme"], "qat_int16_ops": mixed["int16_ops"],
+            "qat_int16_vs_control": mixed["int8_nme"] - ctl["nme"]}
 
 
 def interleaved_latency(models: dict[str, Path], rounds: int = 200) -> dict[str, dict[str, float]]:
@@ -154,15 +164,16 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print("| run | arch | float | budget | PTQ min/max | PTQ MSE | PTQ auto (default) | PTQ auto + int16 auto "
-          "| QAT | QAT's own float | float + E | QAT - float+E |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| QAT | QAT's own float | float + E | QAT - float+E | QAT + int16 auto | that - float+E |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [f"{r[v + '_int8_nme']:.3f} ({r[v + '_drift']:+.3f})" for v in ("minmax", "mse")]
         cells.append(f"{r['auto_int8_nme']:.3f} ({r['auto_drift']:+.3f}, {r['auto_calibration']})")
         cells.append(f"{r['int16_int8_nme']:.3f} ({r['int16_drift']:+.3f}, {len(r['int16_ops'])} ops)")
         print(f"| {r['run']} | {r['arch']} | {r['float_nme']:.3f} | {r['budget']:.3f} | " + " | ".join(cells) +
               f" | {r['qat_int8_nme']:.3f} ({r['qat_drift']:+.3f}) | {r['qat_float_nme']:.3f} | "
-              f"{r['control_float_nme']:.3f} | {r['qat_vs_control']:+.3f} |")
+              f"{r['control_float_nme']:.3f} | {r['qat_vs_control']:+.3f} | "
+              f"{r['qat_int16_int8_nme']:.3f} ({len(r['qat_int16_ops'])} ops) | {r['qat_int16_vs_control']:+.3f} |")
     print(f"NME % on the held-out split; (drift vs float; the calibration auto chose). QAT and float+E both "
           f"train {args.qat_epochs} more epoch(s) from the checkpoint.")
     print("\n| run | " + " | ".join(f"{k} p10/p50 ms (x float)" for k in rows[0]["latency_ms"]) + " |")

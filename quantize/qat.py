@@ -54,9 +54,10 @@ Three epochs, retrained checkpoints of another CPU (``benchmarks/int8_drift.py R
 3``, which also converts the QAT weights with ``--int16 auto``): mixed int16 brings QAT's int8
 within 0.06 of QAT's own float, but that float trails a control trained the same epochs by
 0.018-0.164 (QAT + int16 - control: lhp-small +0.108 / +0.038, lhp-large +0.151 / +0.185), and
-on the 20-epoch lhp-large three QAT epochs leave both its float (3.406 -> 3.579) and its shipped
-int8 (3.739) worse than post-training int8 of the checkpoint (3.687): the fake-quant network is
-built on the training graph, not on the deploy graph whose tensors the shipped int8 rounds.
+on the 20-epoch lhp-large three QAT epochs leave its float worse than the checkpoint's (3.406 ->
+3.579) and its shipped int8 worse than post-training int8 of the checkpoint (3.739 vs 3.687):
+the fake-quant network is built on the training graph, not on the deploy graph whose tensors
+the shipped int8 rounds.
 The README's drift table has the rest, with its commands.
 """
 

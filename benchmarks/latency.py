@@ -21,7 +21,8 @@ form for x86 CPUs whose XNNPACK runs int8 on AMX: there 1x1 convs cost per 16 ou
 whatever their width up to 64 channels; ``lhp_tf.converters.deploy``). The first line names the
 CPU and its int8-relevant features (``benchmarks/machine.py``): on a CPU without AMX the amx
 row is timed but its targets are not checked (it is not that CPU's form). ``--extra`` adds
-prebuilt .tflite files (e.g. an older export) as rows of the same rounds.
+prebuilt .tflite files (e.g. an older export) as rows of the same rounds. The rounds run in a
+fresh process that imports neither TensorFlow nor Keras (:func:`timed_in_fresh_process`).
 """
 
 from __future__ import annotations
@@ -153,6 +154,31 @@ def interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int
     return times
 
 
+def _time_files(files: dict[str, Path], extra: dict[str, Path], mediapipe: Path | None, image: np.ndarray,
+                rounds: int, warmup: int) -> dict[str, np.ndarray]:
+    runners = _runners(files, image)
+    for name, path in extra.items():
+        runners[name] = _tflite_runner(path, image)
+    if mediapipe is not None:
+        runners[MEDIAPIPE_ROW] = _mediapipe_runner(mediapipe)
+    return interleaved(runners, rounds, warmup)
+
+
+def timed_in_fresh_process(files: dict[str, Path], extra: dict[str, Path], mediapipe: Path | None,
+                           image: np.ndarray, rounds: int, warmup: int) -> dict[str, np.ndarray]:
+    """:func:`interleaved` over every model, in a new Python process that imports neither
+    TensorFlow nor Keras, as on a board. In the process that has just converted the models the
+    first interpreters loaded run slower: four copies of one lhp-small int8 graph and four of
+    its float graph, loaded alternately after one ``export_checkpoint`` in the same process,
+    p50 1.855 / 1.609 / 1.581 / 1.586 ms int8 and 1.658 / 1.559 / 1.541 / 1.502 float; in a
+    fresh process 1.516-1.547 and 1.465-1.480, no order. The int8 graph, loaded first, paid
+    that most (a 3 % error on int8 / float)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_time_files, (files, extra, mediapipe, image, rounds, warmup))
+
+
 def _verdict(checked: bool, ok: bool, target: str) -> str:
     if not checked:
         return f"target {target} not checked: this CPU has no {AMX_FEATURE}"
@@ -192,12 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.only and arch != args.only:
                 continue
             files, source = _models(arch, ckpt, Path(tmp))
-            runners = _runners(files, image)
-            for name, path in extra.items():
-                runners[name] = _tflite_runner(path, image)
-            if mediapipe is not None:
-                runners[MEDIAPIPE_ROW] = _mediapipe_runner(mediapipe)
-            times = interleaved(runners, args.rounds, args.warmup)
+            times = timed_in_fresh_process(files, extra, mediapipe, image, args.rounds, args.warmup)
             med = {name: float(np.median(t)) for name, t in times.items()}
             speedup = med["ONNX Runtime fp32"] / med["LiteRT int8"]
             ok = speedup >= TARGET_SPEEDUP

@@ -93,6 +93,21 @@ this 2-core x86 machine; see the measurements section):
   ``lhp npu-check FILE --accel ethos-u55-256 ethos-u65-512 ethos-u85-256``): U55-256 5.98 ->
   5.64 ms, U65-512 1.50 -> 1.43 ms, U85-256 2.18 -> 2.25 ms (U85 broadcasts natively). On
   XNNPACK the two-way MUL stays faster (the measurement below).
+* **The stem's 3x3 stride-2 conv on the image's pixel pairs** (int8, target ``xnnpack``,
+  :func:`_column_pair_conv`): a free RESHAPE makes each row's pixel pairs one 6-channel pixel
+  and the conv a (3, 2) stride-(2, 1) one whose added weights are zeros, so the int8 values
+  are the same (tested). XNNPACK's int8 conv kernels on x86 (``c8``: 8 input channels per
+  step) pad each of the 9 taps' 3 channels to 8, 72 multiply-accumulates per output; the pair
+  form has 6 taps of 6 (48). One-op toys (96x96x3 image, LiteRT, 1 thread, p50 us, plain vs
+  pairs; ad-hoc script, not kept): 16 channels int8 108.8 vs 78.2, float 27.7 vs 35.7; 32
+  channels int8 210.4 vs 150.7, float 57.5 vs 68.1, hence int8 only (space-to-depth 2x2 blocks:
+  95.9 and 175.2 int8; four pixels as one with 2C outputs: 111.6 and 223.6). In the trained
+  lhp-small (10 epochs) int8 graph (``benchmarks/op_profile.py --models before=A after=B``)
+  the conv costs 78.0 instead of 104.0 us, whole graph 1374 -> 1313 us; ``benchmarks/latency.py``
+  with both files as ``--extra`` rows, p50 1.644 -> 1.585 ms. ARM boards with dot-product int8
+  kernels step 4 channels at a time (``c4``), where the plain conv takes 36 and the pair form
+  48 per output (not measured: no board here); ``npu`` and ``amx`` (its own stem) keep the plain
+  conv.
 * **Conv -> BatchNorm pairs fold into one conv with bias** (every target): the converter folds
   them anyway (same ops, outputs within 1e-6), but the graph TensorFlow traces and converts is
   80 layers smaller on lhp-small, part of what brought ``lhp convert`` under 30 s.
@@ -218,7 +233,8 @@ output pixel whatever its channels up to 16 (24x24: 8 -> 8 9.8 us, float 1.6 us)
 3x3 conv on 3 channels 93 vs 30 us, and SCAF's two-way broadcast MUL (h, w, 1) x (1, 1, C) 2-3x
 float: x86's int8 kernels for these narrow shapes, not the graph. Tried and not adopted: the
 stem conv as SPACE_TO_DEPTH + a 2x2 conv on 12 channels (int8 -20 us on one-op toys for 16
-and 32 output channels, float +24-27 us, and a TensorFlow op outside Keras' own layers).
+and 32 output channels, float +24-27 us, and a TensorFlow op outside Keras' own layers); the
+pixel-pair form above is adopted instead.
 
 Measurements (taken before conv+BN folding and the npu form's broadcast conv; current figures
 are in the table above. 98 landmarks, untrained weights with
@@ -310,6 +326,12 @@ SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
 #: runs the conv in tiles of 64 channels (the ``amx`` form keeps it) and Vela estimates
 #: transposes slower than convs (the ``npu`` form keeps it).
 PAIR_TRANSPOSE_MIN_CHANNELS = {"xnnpack": 48, "amx": 1 << 30, "npu": 1 << 30}
+
+#: Integer CPU graphs run a 3x3 stride-2 conv on a map this narrow (the stem's on the image)
+#: with each row's pixel pairs as one pixel (:func:`_column_pair_conv`) ...
+COLUMN_PAIR_MAX_CHANNELS = 4
+#: ... for these targets (``amx`` computes its stem on space-to-depth blocks instead)
+COLUMN_PAIR_TARGETS = ("xnnpack",)
 
 _SCAF_MUL = re.compile(r"^(fusion_.*_\d+from\d+)_mul$")
 _SCAF_PATH = re.compile(r"^(fusion_.*)_(\d+)from\d+$")
@@ -577,7 +599,7 @@ def _folded_weights(conv: Any, bn: Any, keras: Any) -> tuple[np.ndarray, np.ndar
 
 
 def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool = False, inputs: np.ndarray | None = None,
-                 outputs: np.ndarray | None = None) -> Any:
+                 outputs: np.ndarray | None = None, column_pairs: bool = False) -> Any:
     """``bn(conv(x))`` as one conv with bias (a 1x1 one packed as :func:`_pointwise` says);
     ``bn`` None: ``conv`` alone. ``inputs`` / ``outputs``: the conv reads its input channels and
     writes its outputs in that order (position p holds channel ``order[p]`` of the trained
@@ -596,8 +618,41 @@ def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool = False, inp
     if (type(conv) is keras.layers.Conv2D and tuple(conv.kernel_size) == (1, 1) and tuple(conv.strides) == (1, 1)
             and conv.activation is keras.activations.linear and conv.groups == 1):
         return _pointwise(x, kernel, bias, conv.name, keras, pack)
+    if column_pairs and _column_pairs(conv, x, keras):
+        return _column_pair_conv(conv, kernel, bias, x, keras)
     config = {**conv.get_config(), "use_bias": True, "trainable": False}
     return _fixed(type(conv).from_config(config), x, [kernel, bias])
+
+
+def _column_pairs(conv: Any, x: Any, keras: Any) -> bool:
+    """Whether :func:`_column_pair_conv` applies: a 3x3 stride-2 SAME conv (no dilation, no
+    groups) on a map of at most :data:`COLUMN_PAIR_MAX_CHANNELS` channels and even width."""
+    return (type(conv) is keras.layers.Conv2D and tuple(conv.kernel_size) == (3, 3) and tuple(conv.strides) == (2, 2)
+            and conv.padding == "same" and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1
+            and int(x.shape[-1]) <= COLUMN_PAIR_MAX_CHANNELS and x.shape[2] is not None and int(x.shape[2]) % 2 == 0)
+
+
+def column_pair_kernel(kernel: np.ndarray) -> np.ndarray:
+    """A 3x3 stride-2 SAME kernel ``(3, 3, C, O)`` for the (H, W/2, 2C) view of its input
+    (pixel pairs of a row as one pixel): a (3, 2) stride-(2, 1) SAME kernel ``(3, 2, 2C, O)``.
+    Output column j reads input columns 2j, 2j + 1 (pair j) and 2j + 2 (the first pixel of
+    pair j + 1); TensorFlow's SAME pads both forms by one column on the right only."""
+    k, _, c, o = kernel.shape
+    paired = np.zeros((k, 2, 2 * c, o), kernel.dtype)
+    paired[:, 0, :c], paired[:, 0, c:], paired[:, 1, :c] = kernel[:, 0], kernel[:, 1], kernel[:, 2]
+    return paired
+
+
+def _column_pair_conv(conv: Any, kernel: np.ndarray, bias: np.ndarray, x: Any, keras: Any) -> Any:
+    """The stem's 3x3 stride-2 conv on a 3-channel image with each row's pixel pairs as one
+    6-channel pixel (a free reshape): XNNPACK's int8 conv kernels on x86 pad every tap's input
+    channels to 8, so 9 taps of 3 channels cost 72 multiply-accumulates per output where 6 taps
+    of 6 channels cost 48 (the module docs). Every output channel keeps its weights (the added
+    ones are zeros), so its per-channel scale and the int8 values are the same."""
+    _, h, w, c = (int(d) for d in x.shape)
+    view = keras.layers.Reshape((h, w // 2, 2 * c), name=f"{conv.name}_column_pairs")(x)
+    config = {**conv.get_config(), "kernel_size": (3, 2), "strides": (2, 1), "use_bias": True, "trainable": False}
+    return _fixed(type(conv).from_config(config), view, [column_pair_kernel(kernel), bias])
 
 
 def block_kernel(kernel: np.ndarray, stride: int, fine: int, out_block: int) -> np.ndarray | None:
@@ -978,6 +1033,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     folded_bns = {bn.name for bn in folded.values()}
     # int8 on AMX: fewer, wider GEMMs (see the module docs)
     amx = (target, quant) == ("amx", "int8")
+    column_pairs = target in COLUMN_PAIR_TARGETS and quant == "int8"
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
     if quant != "float":  # every shuffle of an NPU graph is a conv, whatever its width
         rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx,
@@ -1037,7 +1093,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
         if layer.name in nested_adds:
             return _nested_sum(layer, x, keras)
         if layer.name in folded:
-            return _folded_conv(layer, folded[layer.name], x, keras, pack=amx)
+            return _folded_conv(layer, folded[layer.name], x, keras, pack=amx, column_pairs=column_pairs)
         if layer.name in folded_bns:
             return x  # folded into the conv before it
         if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= shuffle_conv_max):

@@ -13,6 +13,7 @@ from lhp_tf.converters.deploy import (  # noqa: E402
     PAIR_TRANSPOSE_MIN_CHANNELS,
     bilinear_taps,
     block_kernel,
+    column_pair_kernel,
     deploy_model,
     pair_permutations,
     quarter_interleave,
@@ -110,6 +111,9 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     assert (len(blocks), len(stem_dw)) == ((1, 0) if amx else (0, 2))
     packed = [la.name for la in layers if la.name.endswith("_packed")]
     assert bool(packed) == amx
+    # int8 on other CPUs: the stem's 3x3 stride-2 conv reads the image's pixel pairs as one pixel
+    pairs = [la.name for la in layers if la.name.endswith("_column_pairs")]
+    assert pairs == (["stem_conv1_conv_column_pairs"] if (target, quant) == ("xnnpack", "int8") else [])
     ups = [tuple(la.size) for la in layers if type(la) is keras.layers.UpSampling2D]
     assert max(s[0] for s in ups) == (2 if target == "npu" else 8)
     # SCAF resize-first for higher-resolution sources: a pooled one-channel map times the weights
@@ -226,6 +230,50 @@ def test_amx_packed_pointwise_conv_gives_the_same_int8_values(tmp_path) -> None:
         outputs[target] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     assert len(np.unique(outputs["amx"])) > 20  # real values, not a clipped map
     np.testing.assert_array_equal(outputs["amx"], outputs["xnnpack"])
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8, 3), (1, 7, 12, 2), (2, 6, 4, 1)])
+def test_column_pair_kernel_is_the_conv_on_pixel_pairs(shape: tuple[int, ...]) -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(sum(shape))
+    kernel = rng.normal(size=(3, 3, shape[-1], 5)).astype(np.float32)
+    x = rng.normal(size=shape).astype(np.float32)
+    ref = tf.nn.conv2d(x, kernel, 2, "SAME").numpy()
+    n, h, w, c = shape
+    got = tf.nn.conv2d(x.reshape(n, h, w // 2, 2 * c), column_pair_kernel(kernel), (2, 1), "SAME").numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+def test_column_pair_conv_gives_the_same_int8_values(tmp_path) -> None:
+    """The stem conv on pixel pairs (int8 CPU form) quantises to the very int8 values of the
+    plain conv (the NPU form keeps that): its added weights are zeros."""
+    from lhp_tf.converters import quantizer
+    from lhp_tf.converters.tflite import float_tflite
+
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.runtime import TFLiteModel
+
+    x = keras.Input(batch_shape=(1, 24, 24, 3))
+    y = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    y = keras.layers.BatchNormalization(name="stem_bn")(y)
+    model = keras.Model(x, keras.layers.ReLU(name="stem_relu")(y))
+    randomize(model, seed=5)
+    images = np.random.default_rng(4).random((4, 24, 24, 3), dtype=np.float32)
+    outputs = {}
+    for target in ("xnnpack", "npu"):
+        deployed = deploy_model(model, target, "int8")
+        assert any(la.name == "stem_conv_column_pairs" for la in deployed.layers) == (target == "xnnpack")
+        data = float_tflite(deployed)
+        path = tmp_path / f"{target}.tflite"
+        path.write_bytes(quantizer.quantize(data, quantizer.calibrate(data, images)))
+        interpreter = TFLiteModel(path).interpreter
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               (np.round(images[:1] * 255) - 128).astype(np.int8))
+        interpreter.invoke()
+        outputs[target] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert len(np.unique(outputs["npu"])) > 20
+    np.testing.assert_array_equal(outputs["xnnpack"], outputs["npu"])
 
 
 @pytest.mark.parametrize("k,stride,out_block", [(3, 2, 2), (3, 2, 1), (1, 1, 2), (2, 2, 1), (3, 1, 2)])

@@ -153,7 +153,8 @@ this 2-core x86 machine; see the measurements section):
   the same int8 values, fewer GEMM rows (shuffle conv 24@24x24: 9.7 -> 4.8 us); (3) **the MR
   head as one conv** over the concatenated, resized branches (:func:`_summed_head`; toy 132
   -> 103 us int8, float 92 -> 205); (4) **per-channel weights multiply a map row by row**
-  (:func:`_row_broadcast_mul`: CCW's spatial weighting on maps of 576 pixels or more).
+  (:func:`_row_broadcast_mul`: CCW's spatial weighting on maps of 576 pixels or more; since
+  measured on AVX2 too, every integer CPU graph, the next bullet).
   Trained lhp-small (20 epochs) int8, whole graph (in-process timing, 1 thread, p50): xnnpack
   form 1422 us, stem 1291, + head 1264 (p10 1221), + packing 1211, float 1074 (a quieter
   moment, same files: packing 981, + row MULs 957, float 891, xnnpack form 1172); held-out NME
@@ -166,10 +167,20 @@ this 2-core x86 machine; see the measurements section):
   dot products; not measured here, no board) would pay, so they are a target of their own,
   not the default.
 
+* **Per-channel weights multiply a map row by row in every integer CPU graph** (targets
+  ``xnnpack`` and ``amx``, :data:`ROW_MUL_TARGETS`): XNNPACK's int8 MUL costs per broadcast
+  row on an AVX2 x86 CPU too. Trained lhp-small (10 epochs) int8, the files with and without
+  (``benchmarks/op_profile.py --models``): MUL summed 154.1 -> 117.6 us, CONCATENATION 110.9
+  -> 131.2 (the tiled weights), whole graph 1316 -> 1271 us; ``benchmarks/latency.py``, both
+  files twice as ``--extra`` rows of one run, p50 1.473 / 1.469 -> 1.450 / 1.451 ms, and in a
+  busier run 1.591 / 1.591 -> 1.563 / 1.571 ms. Taking maps from 144 pixels (12x12) on gained
+  nothing more in that run (1.588 / 1.571 ms). The same int8 values (a reshape and
+  concatenations of one scale).
+
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu
 form also runs fully delegated on XNNPACK. ``amx`` is the xnnpack form with the int8 rewrites
-above.
+above, its own stem instead of the pixel-pair conv.
 
 Tried on Vela in trial builds (code not kept) and not adopted: SCAF's attention FCs merged
 per receiver (fc1 side by side, fc2 block-diagonal): the block-diagonal weights triple the
@@ -307,8 +318,9 @@ AMX_COLUMNS = 64
 AMX_ROWS = 16
 #: ... on maps at least this large (12x12 with 24 channels: 6.7 -> 5.4 us packed in pairs)
 AMX_MIN_PIXELS = 144
-#: ... and multiplies maps of at least this many pixels by per-channel weights one row at a
-#: time (:func:`_row_broadcast_mul`)
+#: Integer graphs for these targets multiply maps of at least ROW_MUL_MIN_PIXELS pixels by
+#: per-channel weights one row at a time (:func:`_row_broadcast_mul`)
+ROW_MUL_TARGETS = ("xnnpack", "amx")
 ROW_MUL_MIN_PIXELS = 576
 #: The widest stride of one depthwise step of an average pool in integer graphs: Vela takes
 #: depthwise strides 1-3 only; XNNPACK's int8 depthwise conv is cheaper as a 4x4 stride-4
@@ -1034,6 +1046,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     # int8 on AMX: fewer, wider GEMMs (see the module docs)
     amx = (target, quant) == ("amx", "int8")
     column_pairs = target in COLUMN_PAIR_TARGETS and quant == "int8"
+    row_muls = target in ROW_MUL_TARGETS and quant == "int8"
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
     if quant != "float":  # every shuffle of an NPU graph is a conv, whatever its width
         rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx,
@@ -1115,7 +1128,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
                 return _exact_bilinear(x, s[0], layer.name, keras)
         if isinstance(layer, NearestUpsample):
             return layer(x)
-        if amx and type(layer) is keras.layers.Multiply:
+        if row_muls and type(layer) is keras.layers.Multiply:
             y = _row_broadcast_mul(layer, x, keras)
             if y is not None:
                 return y

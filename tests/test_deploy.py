@@ -184,9 +184,9 @@ def test_int8_head_sums_in_one_conv(landmarks: int, kept: list[str], added: bool
     assert bool(adds) == added
 
 
-def test_amx_multiplies_per_channel_weights_row_by_row() -> None:
-    """A (24, 24, C) map times (1, 1, C) weights: on AMX one row at a time, the weights
-    concatenated along the row; the same values."""
+def test_int8_cpu_graphs_multiply_per_channel_weights_row_by_row() -> None:
+    """A (24, 24, C) map times (1, 1, C) weights: in int8 CPU graphs one row at a time, the
+    weights concatenated along the row; the same values. Float and NPU graphs keep the MUL."""
     from lhp_tf.model.kbackend import keras
 
     x = keras.Input(batch_shape=(1, 24, 24, 12))
@@ -195,8 +195,9 @@ def test_amx_multiplies_per_channel_weights_row_by_row() -> None:
     model = keras.Model(x, keras.layers.Multiply(name="sw_mul")([x, w]))
     randomize(model, seed=5)
     image = np.random.default_rng(2).normal(size=(1, 24, 24, 12)).astype(np.float32)
-    for target, rows in (("amx", True), ("xnnpack", False)):
-        deployed = deploy_model(model, target, "int8")
+    for target, quant, rows in (("amx", "int8", True), ("xnnpack", "int8", True), ("npu", "int8", False),
+                                ("xnnpack", "float", False)):
+        deployed = deploy_model(model, target, quant)
         np.testing.assert_allclose(np.asarray(deployed(image)), np.asarray(model(image)), atol=1e-6, rtol=0)
         assert any(la.name == "sw_mul_rows" for la in deployed.layers) == rows
 

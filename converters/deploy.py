@@ -174,8 +174,10 @@ this 2-core x86 machine; see the measurements section):
   -> 131.2 (the tiled weights), whole graph 1316 -> 1271 us; ``benchmarks/latency.py``, both
   files twice as ``--extra`` rows of one run, p50 1.473 / 1.469 -> 1.450 / 1.451 ms, and in a
   busier run 1.591 / 1.591 -> 1.563 / 1.571 ms. Taking maps from 144 pixels (12x12) on gained
-  nothing more in that run (1.588 / 1.571 ms). The same int8 values (a reshape and
-  concatenations of one scale).
+  nothing more in that run (1.588 / 1.571 ms). lhp-large (untrained, the same run holding each
+  file twice): with both CPU rewrites 3.916 / 3.918 ms, without the row MULs 3.950 / 3.963,
+  without the pixel-pair stem 3.973 / 3.971 (float 3.810). The same int8 values (a reshape
+  and concatenations of one scale; held-out NME of the 10-epoch lhp-small 4.5044 both).
 
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu

@@ -174,9 +174,11 @@ def timed_in_fresh_process(files: dict[str, Path], extra: dict[str, Path], media
     fresh process 1.516-1.547 and 1.465-1.480, no order. The int8 graph, loaded first, paid
     that most (a 3 % error on int8 / float)."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_time_files, (files, extra, mediapipe, image, rounds, warmup))
+    # not a multiprocessing.Pool: its daemonic workers may not start processes of their own
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_time_files, files, extra, mediapipe, image, rounds, warmup).result()
 
 
 def _verdict(checked: bool, ok: bool, target: str) -> str:

@@ -224,6 +224,18 @@ def _convert(checkpoint: str | None, arch: str, target: str, tmp: Path) -> dict[
             for quant in ("float", "int8")}
 
 
+def _convert_elsewhere(checkpoint: str | None, arch: str, target: str, tmp: Path) -> dict[str, Path]:
+    """:func:`_convert` in a spawned process: this one, which times, never runs TensorFlow (after
+    a conversion in the same process the first interpreters loaded run slower;
+    ``benchmarks/latency.py``, ``timed_in_fresh_process``)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # not a multiprocessing.Pool: its daemonic workers may not start processes of their own
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_convert, checkpoint, arch, target, tmp).result()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=None, help="trained .keras to convert to float and int8")
@@ -249,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths[name] = Path(path)
             source = ", ".join(f"{n}={path}" for n, path in paths.items())
         else:
-            paths = _convert(args.checkpoint, args.arch, args.target, Path(tmp))
+            paths = _convert_elsewhere(args.checkpoint, args.arch, args.target, Path(tmp))
             source = (f"checkpoint {args.checkpoint}" if args.checkpoint else f"{args.arch}, UNTRAINED weights") + \
                 f", --target {args.target}"
         per_op, whole = profile(paths, args.copies, args.rounds, args.reps)

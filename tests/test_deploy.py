@@ -202,13 +202,25 @@ def test_int8_cpu_graphs_multiply_per_channel_weights_row_by_row() -> None:
         assert any(la.name == "sw_mul_rows" for la in deployed.layers) == rows
 
 
-def test_amx_packed_pointwise_conv_gives_the_same_int8_values(tmp_path) -> None:
-    """A 1x1 conv on pixel pairs (AMX form) quantises to the very int8 values of the plain one."""
+def _int8_output(deployed, images: np.ndarray, path) -> np.ndarray:
+    """The int8 output tensor of ``deployed`` quantised on ``images``, for the first image."""
     from lhp_tf.converters import quantizer
     from lhp_tf.converters.tflite import float_tflite
 
-    from lhp_tf.model.kbackend import keras
     from lhp_tf.runtime import TFLiteModel
+
+    data = float_tflite(deployed)
+    path.write_bytes(quantizer.quantize(data, quantizer.calibrate(data, images)))
+    interpreter = TFLiteModel(path).interpreter
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                           (np.round(images[:1] * 255) - 128).astype(np.int8))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def test_amx_packed_pointwise_conv_gives_the_same_int8_values(tmp_path) -> None:
+    """A 1x1 conv on pixel pairs (AMX form) quantises to the very int8 values of the plain one."""
+    from lhp_tf.model.kbackend import keras
 
     x = keras.Input(batch_shape=(1, 24, 24, 3))
     y = keras.layers.Conv2D(8, 3, padding="same", name="first")(x)
@@ -221,14 +233,7 @@ def test_amx_packed_pointwise_conv_gives_the_same_int8_values(tmp_path) -> None:
     for target in ("amx", "xnnpack"):
         deployed = deploy_model(model, target, "int8")
         assert any(la.name == "pw_conv_packed" for la in deployed.layers) == (target == "amx")
-        data = float_tflite(deployed)
-        path = tmp_path / f"{target}.tflite"
-        path.write_bytes(quantizer.quantize(data, quantizer.calibrate(data, images)))
-        interpreter = TFLiteModel(path).interpreter
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
-                               (np.round(images[:1] * 255) - 128).astype(np.int8))
-        interpreter.invoke()
-        outputs[target] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        outputs[target] = _int8_output(deployed, images, tmp_path / f"{target}.tflite")
     assert len(np.unique(outputs["amx"])) > 20  # real values, not a clipped map
     np.testing.assert_array_equal(outputs["amx"], outputs["xnnpack"])
 
@@ -249,11 +254,7 @@ def test_column_pair_kernel_is_the_conv_on_pixel_pairs(shape: tuple[int, ...]) -
 def test_column_pair_conv_gives_the_same_int8_values(tmp_path) -> None:
     """The stem conv on pixel pairs (int8 CPU form) quantises to the very int8 values of the
     plain conv (the NPU form keeps that): its added weights are zeros."""
-    from lhp_tf.converters import quantizer
-    from lhp_tf.converters.tflite import float_tflite
-
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.runtime import TFLiteModel
 
     x = keras.Input(batch_shape=(1, 24, 24, 3))
     y = keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
@@ -265,14 +266,7 @@ def test_column_pair_conv_gives_the_same_int8_values(tmp_path) -> None:
     for target in ("xnnpack", "npu"):
         deployed = deploy_model(model, target, "int8")
         assert any(la.name == "stem_conv_column_pairs" for la in deployed.layers) == (target == "xnnpack")
-        data = float_tflite(deployed)
-        path = tmp_path / f"{target}.tflite"
-        path.write_bytes(quantizer.quantize(data, quantizer.calibrate(data, images)))
-        interpreter = TFLiteModel(path).interpreter
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
-                               (np.round(images[:1] * 255) - 128).astype(np.int8))
-        interpreter.invoke()
-        outputs[target] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        outputs[target] = _int8_output(deployed, images, tmp_path / f"{target}.tflite")
     assert len(np.unique(outputs["npu"])) > 20
     np.testing.assert_array_equal(outputs["xnnpack"], outputs["npu"])
 

@@ -17,7 +17,7 @@ held-out ``--split`` of its recipe's data, through the board's runtime and metri
 4. latency: float, each PTQ variant and QAT, 1 thread, rounds interleaved in one process
    (p10 and p50, and each one's ratio to float).
 
-    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 1]
+    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 1] [--qat-graph deploy]
 
 Budget: drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
 Everything is written under ``RUN/int8_drift/``; a step whose output exists is not redone.
@@ -31,6 +31,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from lhp_tf.kinds import QAT_GRAPHS
 
 RESULT = "int8_drift"
 
@@ -52,7 +54,7 @@ def _bench(model: Path, bundle: Path, reference: Path, log: Path) -> dict:
     return json.loads(out)
 
 
-def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -> dict:
+def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None, qat_graph: str = "training") -> dict:
     from lhp_tf.converters.run_folder import find_recipe
     from lhp_tf.quantize.drift import tolerance
 
@@ -78,21 +80,22 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
         ptq[variant] = json.loads(report.read_text())
     float_model = out / "ptq_auto" / "float.tflite"
 
-    qat_model = out / f"qat{qat_epochs}.tflite"
-    qat_float = out / f"qat{qat_epochs}" / "qat.keras"
+    tag = f"qat{qat_epochs}" + ("" if qat_graph == "training" else f"_{qat_graph}")
+    qat_model = out / f"{tag}.tflite"
+    qat_float = out / tag / "qat.keras"
     if not qat_model.is_file():
         _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "qat", str(ckpt), "--epochs", str(qat_epochs),
-              "-o", str(qat_model), "--save-checkpoint", str(qat_float), *calib], log)
+              "--graph", qat_graph, "-o", str(qat_model), "--save-checkpoint", str(qat_float), *calib], log)
     qat = _bench(qat_model, bundle, float_model, log)
-    qat_own = out / f"qat{qat_epochs}_float.json"
+    qat_own = out / f"{tag}_float.json"
     if not qat_own.is_file():
         _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(qat_float), "--data", str(bundle),
               "--int8", str(qat_model), "--report", str(qat_own)], log)
     own = json.loads(qat_own.read_text())
-    qat_mixed = out / f"qat{qat_epochs}_int16.json"
+    qat_mixed = out / f"{tag}_int16.json"
     if not qat_mixed.is_file():
         _run([sys.executable, "-m", "lhp_tf.cli", "quantize", "drift", str(qat_float), "--data", str(bundle),
-              "--int16", "auto", "--save-dir", str(out / f"qat{qat_epochs}_int16"), "--report", str(qat_mixed),
+              "--int16", "auto", "--save-dir", str(out / f"{tag}_int16"), "--report", str(qat_mixed),
               *calib], log)
     mixed = json.loads(qat_mixed.read_text())
 
@@ -112,7 +115,7 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
     models = {"float": float_model, "minmax": out / "ptq_minmax" / "int8.tflite",
               "mse": out / "ptq_mse" / "int8.tflite", "auto": out / "ptq_auto" / "int8.tflite",
               "int16": out / "ptq_int16" / "int8_mixed.tflite", "qat": qat_model,
-              "qat_int16": out / f"qat{qat_epochs}_int16" / "int8_mixed.tflite"}
+              "qat_int16": out / f"{tag}_int16" / "int8_mixed.tflite"}
     latency = interleaved_latency(models)
 
     f = ptq["auto"]["float_nme"]
@@ -123,7 +126,7 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None) -
         row[f"{variant}_drift"] = report["drift_points"]
         row[f"{variant}_calibration"] = report["calibration_chosen"]
     row["int16_ops"] = ptq["int16"]["int16_ops"]
-    return {**row, "latency_ms": latency, "qat_epochs": qat_epochs, "qat_int8_nme": qat["nme"],
+    return {**row, "latency_ms": latency, "qat_epochs": qat_epochs, "qat_graph": qat_graph, "qat_int8_nme": qat["nme"],
             "qat_drift": qat["nme"] - f, "qat_float_nme": own["float_nme"],
             "control_float_nme": ctl["nme"], "qat_vs_control": qat["nme"] - ctl["nme"],
             "qat_int16_int8_nme": mixed["int8_nme"], "qat_int16_ops": mixed["int16_ops"],
@@ -156,10 +159,12 @@ def main() -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding best.keras and recipe.yaml")
     p.add_argument("--split", default="full", help="held-out split to score (default full)")
     p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--qat-graph", choices=QAT_GRAPHS, default=QAT_GRAPHS[0],
+                   help="the graph QAT fake-quantises (lhp quantize qat --graph)")
     p.add_argument("--calib-samples", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    rows = [measure(run, args.split, args.qat_epochs, args.calib_samples) for run in args.runs]
+    rows = [measure(run, args.split, args.qat_epochs, args.calib_samples, args.qat_graph) for run in args.runs]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -174,8 +179,8 @@ def main() -> None:
               f" | {r['qat_int8_nme']:.3f} ({r['qat_drift']:+.3f}) | {r['qat_float_nme']:.3f} | "
               f"{r['control_float_nme']:.3f} | {r['qat_vs_control']:+.3f} | "
               f"{r['qat_int16_int8_nme']:.3f} ({len(r['qat_int16_ops'])} ops) | {r['qat_int16_vs_control']:+.3f} |")
-    print(f"NME % on the held-out split; (drift vs float; the calibration auto chose). QAT and float+E both "
-          f"train {args.qat_epochs} more epoch(s) from the checkpoint.")
+    print(f"NME % on the held-out split; (drift vs float; the calibration auto chose). QAT (on the "
+          f"{args.qat_graph} graph) and float+E both train {args.qat_epochs} more epoch(s) from the checkpoint.")
     print("\n| run | " + " | ".join(f"{k} p10/p50 ms (x float)" for k in rows[0]["latency_ms"]) + " |")
     print("|---|" + "---|" * len(rows[0]["latency_ms"]))
     for r in rows:

@@ -584,6 +584,14 @@ def _exact_bilinear(x: Any, s: int, name: str, keras: Any) -> Any:
                                                name=name), x, [np.tile(taps[None, :, None, None], (1, 1, c, 1))])
 
 
+def folded_convs(model: Any) -> dict[str, Any]:
+    """``{conv name: its BatchNormalization}`` for the pairs the deploy graph folds into one conv
+    named as the conv."""
+    from lhp_tf.model.kbackend import keras
+
+    return _bn_after_conv(model, keras)
+
+
 def _bn_after_conv(model: Any, keras: Any) -> dict[str, Any]:
     """``{conv name: the BatchNormalization it alone feeds}`` for every linear conv -> BN pair."""
     consumers = _consumer_counts(model)
@@ -996,10 +1004,17 @@ def _summed_head(model: Any, keras: Any) -> dict[str, Any]:
     return plan
 
 
-def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batch_size: int | None = None) -> Any:
+def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batch_size: int | None = None,
+                 layout_rewrites: bool = True) -> Any:
     """``model`` restructured for ``target`` ("xnnpack": CPU; "amx": x86 CPUs whose XNNPACK runs
     int8 on AMX; "npu": Ethos-U class NPUs) and
     ``quant`` ("float", "int8", "int16x8"); same function (float: within 1e-4 on heatmaps).
+
+    ``layout_rewrites=False`` leaves out the rewrites that only lay the same int8 values out
+    differently (the CCW pairs, the stem's pixel pairs, row-wise MULs, the amx forms): every
+    trained conv then appears once, as itself or folded with its BatchNorm
+    (:func:`folded_convs`), which is what QAT on the deploy graph trains
+    (:mod:`lhp_tf.quantize.deploy_qat`).
 
     ``model`` must be a functional Keras model built by :mod:`lhp_tf.model`, with or without
     the heatmap activation, at batch 1 or re-called here on a ``batch_size`` input (the
@@ -1046,11 +1061,11 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     folded = _bn_after_conv(model, keras)
     folded_bns = {bn.name for bn in folded.values()}
     # int8 on AMX: fewer, wider GEMMs (see the module docs)
-    amx = (target, quant) == ("amx", "int8")
-    column_pairs = target in COLUMN_PAIR_TARGETS and quant == "int8"
-    row_muls = target in ROW_MUL_TARGETS and quant == "int8"
+    amx = (target, quant) == ("amx", "int8") and layout_rewrites
+    column_pairs = target in COLUMN_PAIR_TARGETS and quant == "int8" and layout_rewrites
+    row_muls = target in ROW_MUL_TARGETS and quant == "int8" and layout_rewrites
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
-    if quant != "float":  # every shuffle of an NPU graph is a conv, whatever its width
+    if quant != "float" and layout_rewrites:  # every shuffle of an NPU graph is a conv, whatever its width
         rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx,
                                     transpose_min=PAIR_TRANSPOSE_MIN_CHANNELS[target]))
 

@@ -2,7 +2,7 @@
 
     lhp quantize ptq   CKPT -o model.tflite [--int16 auto | --int16 LOGISTIC,...]
     lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --int16 ...] [--json]
-    lhp quantize qat   CKPT --epochs N -o model.tflite [--ranges calibrated|fake-quant] [--int16 ...]
+    lhp quantize qat   CKPT --epochs N -o model.tflite [--graph training|deploy] [--ranges calibrated|fake-quant] [--int16 ...]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Sequence
 
-from lhp_tf.kinds import DEPLOY_TARGETS, QAT_OPTIMIZER, QAT_RANGES
+from lhp_tf.kinds import DEPLOY_TARGETS, QAT_GRAPHS, QAT_OPTIMIZER, QAT_RANGES
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'continue' (default) the run's optimizer moments from state.npz beside the "
                         "checkpoint, as 'lhp train --resume' does; 'fresh' starts them at zero (the data "
                         "order continues from the run's epoch either way)")
+    p.add_argument("--graph", choices=QAT_GRAPHS, default=QAT_GRAPHS[0],
+                   help="the graph QAT fake-quantises: 'training' (tfmot, a tf_keras child) or 'deploy' "
+                        "(the int8 deploy graph, Keras 3, in this process; a fresh optimizer)")
     p.add_argument("--save-checkpoint", default=None, metavar="PATH.keras",
                    help="also keep the fine-tuned float model (--ranges calibrated), to convert again later")
     return parser
@@ -105,6 +108,7 @@ def main(argv: Sequence[str]) -> int:
                                       overrides=args.overrides, lr=args.lr, steps_per_epoch=args.steps_per_epoch,
                                       max_samples=args.max_samples, calib_samples=args.calib_samples,
                                       ranges=args.ranges, target=args.target, int16=int16,
-                                      save_checkpoint=args.save_checkpoint, optimizer=args.optimizer)
+                                      save_checkpoint=args.save_checkpoint, optimizer=args.optimizer,
+                                      graph=args.graph)
     print(f"wrote {out}")
     return 0

@@ -57,7 +57,9 @@ within 0.06 of QAT's own float, but that float trails a control trained the same
 on the 20-epoch lhp-large three QAT epochs leave its float worse than the checkpoint's (3.406 ->
 3.579) and its shipped int8 worse than post-training int8 of the checkpoint (3.739 vs 3.687):
 the fake-quant network is built on the training graph, not on the deploy graph whose tensors
-the shipped int8 rounds.
+the shipped int8 rounds. ``--graph deploy`` (:mod:`lhp_tf.quantize.deploy_qat`) fake-quantises
+the deploy graph instead: QAT's float then keeps up with its control, but the int8 cost stays
+(its module docs have the figures), so ``training`` stays the default.
 The README's drift table has the rest, with its commands.
 """
 
@@ -74,7 +76,7 @@ from pathlib import Path
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError, run_main
-from lhp_tf.kinds import QAT_OPTIMIZER, QAT_RANGES, loss_for
+from lhp_tf.kinds import QAT_GRAPHS, QAT_OPTIMIZER, QAT_RANGES, loss_for
 
 #: ``export.calibration`` for ``--ranges calibrated`` (see the module docstring)
 QAT_CALIBRATION = "auto"
@@ -91,13 +93,14 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
                                 max_samples: int | None = None, calib_samples: int | None = None,
                                 ranges: str = QAT_RANGES[0], target: str | None = None,
                                 int16: Sequence[str] = (), save_checkpoint: str | os.PathLike[str] | None = None,
-                                optimizer: str = QAT_OPTIMIZER[0]) -> Path:
+                                optimizer: str = QAT_OPTIMIZER[0], graph: str = QAT_GRAPHS[0]) -> Path:
     """Parent side: export weights + recipe, run the tf_keras child, return the written .tflite
     (``target`` and ``int16`` as in ``lhp convert``, for ``calibrated`` ranges;
     ``save_checkpoint``: also keep the fine-tuned float model there, a .keras that ``lhp
     convert`` and ``lhp quantize`` take like any checkpoint; the recipe, with QAT's
     calibration, is written beside it unless a recipe.yaml is there already; ``optimizer``: see
-    :func:`save_optimizer_state`)."""
+    :func:`save_optimizer_state`; ``graph``: ``training`` fake-quantises the training graph in a
+    tfmot child, ``deploy`` the int8 deploy graph in this process, :mod:`.deploy_qat`)."""
     import json
 
     from lhp_tf.converters.deploy import DEFAULT_TARGET
@@ -115,6 +118,10 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         raise LhpError(f"--ranges {ranges!r}: expected one of {', '.join(QAT_RANGES)}")
     if optimizer not in QAT_OPTIMIZER:
         raise LhpError(f"--optimizer {optimizer!r}: expected one of {', '.join(QAT_OPTIMIZER)}")
+    if graph not in QAT_GRAPHS:
+        raise LhpError(f"--graph {graph!r}: expected one of {', '.join(QAT_GRAPHS)}")
+    if graph == "deploy" and ranges != "calibrated":
+        raise LhpError("--graph deploy: the int8 model is calibrated as 'lhp convert' does; use --ranges calibrated")
     if ranges == "fake-quant" and (int16 or target not in (None, DEFAULT_TARGET) or save_checkpoint):
         raise LhpError("--ranges fake-quant: the child converts the QAT model itself, without --int16, "
                        "a deploy --target or --save-checkpoint; use --ranges calibrated")
@@ -129,30 +136,40 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".lhp_qat_", dir=out.parent) as tmp:
-        weights = Path(tmp) / "weights.npz"
-        save_layer_weights(trained, weights)
-        recipe_file = Path(tmp) / "recipe.yaml"
+        recipe_file = Path(tmp) / "recipe.yaml"  # the child's recipe; beside qat.keras, its calibration images
         recipe_file.write_text(dump_recipe(rec))
-        spec_file = Path(tmp) / "spec.json"
-        spec_file.write_text(json.dumps(spec.to_dict()))
-        tuned = Path(tmp) / "tuned.npz"
-        cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--spec", str(spec_file),
-               "--weights", str(weights), "--epochs", str(epochs), "--checkpoint", str(checkpoint)]
-        resume = Path(tmp) / "optimizer.npz"
-        if save_optimizer_state(checkpoint, rec, spec, resume, optimizer == "continue"):
-            cmd += ["--optimizer-state", str(resume)]
-        cmd += ["--weights-out", str(tuned)] if ranges == "calibrated" else ["-o", str(out)]
-        for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
-                            ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
-            if value is not None:
-                cmd += [flag, str(value)]
-        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
-        proc = subprocess.run(cmd, env=env)
-        if proc.returncode != 0:
-            raise LhpError(f"{checkpoint}: quantisation-aware training failed (child exit {proc.returncode}); "
-                           "see its messages above")
+        if graph == "deploy":
+            from .deploy_qat import finished_epoch, train_on_deploy_graph
+
+            first = finished_epoch(str(checkpoint))
+            print(f"qat (deploy graph): a fresh {rec.train.optimizer} (folded convs have no moments in the "
+                  f"run's state); data from epoch {first}", flush=True)
+            train_on_deploy_graph(trained, rec, epochs, lr if lr is not None else final_lr(rec), first,
+                                  steps_per_epoch, max_samples)
+        else:
+            weights = Path(tmp) / "weights.npz"
+            save_layer_weights(trained, weights)
+            spec_file = Path(tmp) / "spec.json"
+            spec_file.write_text(json.dumps(spec.to_dict()))
+            tuned = Path(tmp) / "tuned.npz"
+            cmd = [sys.executable, "-m", "lhp_tf.quantize.qat", str(recipe_file), "--spec", str(spec_file),
+                   "--weights", str(weights), "--epochs", str(epochs), "--checkpoint", str(checkpoint)]
+            resume = Path(tmp) / "optimizer.npz"
+            if save_optimizer_state(checkpoint, rec, spec, resume, optimizer == "continue"):
+                cmd += ["--optimizer-state", str(resume)]
+            cmd += ["--weights-out", str(tuned)] if ranges == "calibrated" else ["-o", str(out)]
+            for flag, value in (("--lr", lr), ("--steps-per-epoch", steps_per_epoch),
+                                ("--max-samples", max_samples), ("--calib-samples", calib_samples)):
+                if value is not None:
+                    cmd += [flag, str(value)]
+            env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+            proc = subprocess.run(cmd, env=env)
+            if proc.returncode != 0:
+                raise LhpError(f"{checkpoint}: quantisation-aware training failed (child exit {proc.returncode}); "
+                               "see its messages above")
+            if ranges == "calibrated":
+                assign_layer_weights(trained, load_layer_weights(tuned), f"{checkpoint}: QAT weights")
         if ranges == "calibrated":
-            assign_layer_weights(trained, load_layer_weights(tuned), f"{checkpoint}: QAT weights")
             tuned_checkpoint = Path(tmp) / "qat.keras"  # recipe.yaml beside it: the calibration images
             trained.save(tuned_checkpoint)
             if save_checkpoint is not None:
@@ -167,7 +184,7 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
                               overrides=[f"export.calibration={QAT_CALIBRATION}"],
                               target=target or DEFAULT_TARGET, int16=int16,
                               extra_metadata={"qat_epochs": epochs, "qat_from": str(checkpoint),
-                                              "qat_ranges": ranges})
+                                              "qat_ranges": ranges, "qat_graph": graph})
     return out
 
 

@@ -46,6 +46,14 @@ epochs, held-out NME 4.504 -> 4.514 (float 4.393). Nor is the output's rounding 
 the float model's heatmaps rounded to the int8 output's grid score 4.394 (ad-hoc scripts, not
 kept); the loss is spread over the graph (``lhp quantize drift`` ranks the ops).
 
+What does work, so far as a benchmark (``benchmarks/learned_ranges.py``): this table's ranges
+trained end to end on the deploy graph's int8 simulation (:mod:`lhp_tf.quantize.deploy_qat`)
+against the float heatmaps, then written back and finished by the passes below; held-out
+drift of the same checkpoint: lhp-small 10 epochs +0.111 -> +0.044, 20 epochs +0.176 ->
++0.028; lhp-large 10 epochs +0.261 -> +0.026. The MSE search picks each range for its own
+tensor's error; the learned ranges trade clipping and rounding across the whole graph for
+the output's.
+
 int16 is an option, not the default: XNNPACK has no int16 kernels. On lhp-small with every
 LOGISTIC in int16 (``lhp convert --quant int8 --int16 LOGISTIC``, then ``lhp bench``), XNNPACK took
 914 of 1,154 nodes in 31 partitions (the 80 LOGISTICs and 160

@@ -54,7 +54,8 @@ def _bench(model: Path, bundle: Path, reference: Path, log: Path) -> dict:
     return json.loads(out)
 
 
-def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None, qat_graph: str = "training") -> dict:
+def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None,
+            qat_graph: str = QAT_GRAPHS[0]) -> dict:
     from lhp_tf.converters.run_folder import find_recipe
     from lhp_tf.quantize.drift import tolerance
 
@@ -80,7 +81,7 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None, q
         ptq[variant] = json.loads(report.read_text())
     float_model = out / "ptq_auto" / "float.tflite"
 
-    tag = f"qat{qat_epochs}" + ("" if qat_graph == "training" else f"_{qat_graph}")
+    tag = f"qat{qat_epochs}" + ("" if qat_graph == QAT_GRAPHS[0] else f"_{qat_graph}")
     qat_model = out / f"{tag}.tflite"
     qat_float = out / tag / "qat.keras"
     if not qat_model.is_file():

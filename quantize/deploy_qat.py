@@ -298,14 +298,10 @@ def train_on_deploy_graph(trained: Any, recipe: Recipe, epochs: int, lr: float, 
                           steps_per_epoch: int | None = None, max_samples: int | None = None) -> Simulation:
     """Fine-tune ``trained`` (Keras 3, in place) for ``epochs`` through its int8 deploy-graph
     simulation on the recipe's training pipeline and heatmap loss; returns the simulation."""
-    import tensorflow as tf
-
-    from lhp_tf.data.datasets import read_split
-    from lhp_tf.data.pipeline import train_dataset
-    from lhp_tf.losses import per_sample_loss
     from lhp_tf.train import configure_tf, make_optimizer
 
     from .calibration import probe_images
+    from .qat import fine_tune
 
     configure_tf(recipe)
     sim = simulation(trained)
@@ -314,32 +310,11 @@ def train_on_deploy_graph(trained: Any, recipe: Recipe, epochs: int, lr: float, 
     calibrate(sim, [faces[i:i + batch] for i in range(0, len(faces), batch)])
     print(f"qat (deploy graph): {len(sim.fake_quants)} fake-quant tensors, {len(sim.folded)} folded convs, ranges from "
           f"{len(faces)} augmented training faces", flush=True)
-    samples = read_split(recipe.data, recipe.data.train_split)
-    if max_samples is not None:
-        samples = samples[:max_samples]
     variables = sim.model.trainable_variables
     optimizer = make_optimizer(recipe)
     optimizer.build(variables)
     optimizer.learning_rate.assign(lr)
-    kind = recipe.train.loss
-
-    @tf.function
-    def step(images: tf.Tensor, targets: dict) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            logits = sim.model([images], training=False)
-            loss = tf.reduce_mean(per_sample_loss(kind, targets, tf.cast(logits, tf.float32)))
-        grads = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss
-
-    for epoch in range(first_epoch, first_epoch + epochs):
-        total, count = 0.0, 0
-        for images, targets in train_dataset(recipe, samples, recipe.train.seed, epoch):
-            total += float(step(images, targets))
-            count += 1
-            if steps_per_epoch is not None and count >= steps_per_epoch:
-                break
-        print(f"qat epoch {epoch + 1 - first_epoch}/{epochs}: loss {total / max(count, 1):.6f} ({count} steps)",
-              flush=True)
+    fine_tune(recipe, lambda images: sim.model([images], training=False), variables, optimizer, first_epoch, epochs,
+              steps_per_epoch, max_samples)
     write_back(sim, trained)
     return sim

@@ -71,8 +71,9 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError, run_main
@@ -297,6 +298,16 @@ def _train(recipe: Recipe, model: object, epochs: int, lr: float, steps_per_epoc
            max_samples: int | None, optimizer_state: str | os.PathLike[str] | None) -> None:
     """Fine-tune on the recipe's pipeline, continuing the run's optimizer state and epoch count
     when there is one (as the float control, ``lhp train --resume``, does)."""
+    optimizer, variables, first = resume_optimizer(recipe, model, lr, optimizer_state)
+    fine_tune(recipe, lambda images: model(images, training=True), variables, optimizer, first, epochs,
+              steps_per_epoch, max_samples)
+
+
+def fine_tune(recipe: Recipe, forward: Callable[[Any], Any], variables: list, optimizer: Any, first: int,
+              epochs: int, steps_per_epoch: int | None = None, max_samples: int | None = None) -> None:
+    """QAT's epochs, whichever graph it simulates: ``forward(images)`` gives logits, scored with
+    the recipe's heatmap loss on its training pipeline from epoch ``first`` (the data order the
+    float control continues with); ``optimizer`` steps ``variables``."""
     import tensorflow as tf
 
     from lhp_tf.data.datasets import read_split
@@ -306,14 +317,12 @@ def _train(recipe: Recipe, model: object, epochs: int, lr: float, steps_per_epoc
     samples = read_split(recipe.data, recipe.data.train_split)
     if max_samples is not None:
         samples = samples[:max_samples]
-    optimizer, variables, first = resume_optimizer(recipe, model, lr, optimizer_state)
     kind = recipe.train.loss
 
     @tf.function
     def step(images: tf.Tensor, targets: dict) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            loss = tf.reduce_mean(per_sample_loss(kind, targets, logits))
+            loss = tf.reduce_mean(per_sample_loss(kind, targets, tf.cast(forward(images), tf.float32)))
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss

@@ -148,12 +148,16 @@ def fake_quant_classes() -> tuple[type, type]:
 
 
 def _is_permutation(layer: Any) -> bool:
-    """A frozen 1x1 conv whose kernel is a 0/1 permutation (the channel shuffle as a conv)."""
+    """A frozen conv that only reorders channels (the channel shuffle as a conv), by the
+    converter's own rule (:func:`~lhp_tf.converters.quantizer.is_permutation_conv`, on TFLite's
+    (out, h, w, in) kernel layout)."""
+    from lhp_tf.converters.quantizer import is_permutation_conv
+
     keras = _keras()
-    if type(layer) is not keras.layers.Conv2D or layer.trainable or layer.use_bias or tuple(layer.kernel_size) != (1, 1):
+    if type(layer) is not keras.layers.Conv2D or layer.trainable:
         return False
-    k = np.asarray(layer.kernel)[0, 0]
-    return k.shape[0] == k.shape[1] and bool(np.all((k == 0) | (k == 1))) and bool(np.all(k.sum(0) == 1))
+    kernel, *bias = layer.get_weights()
+    return is_permutation_conv([np.transpose(kernel, (3, 0, 1, 2)), *bias])
 
 
 def _is_sigmoid(layer: Any) -> bool:
@@ -220,13 +224,14 @@ def simulation(trained: Any) -> Simulation:
         else:
             inputs = [rounded(t, SIGMOID_RANGE if id(t) in sigmoid_out else None) for t in xs]
         arg = inputs if isinstance(x, list | tuple) else inputs[0]
-        if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and not _is_permutation(layer):
+        permutation = _is_permutation(layer)
+        if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and not permutation:
             y = FakeQuantConv(layer)(arg)
         else:
             y = layer(arg, *args[1:], **kwargs)
         ys = list(y) if isinstance(y, list | tuple) else [y]
         kept.extend(ys)
-        if type(layer).__name__ in MOVES or _is_permutation(layer):
+        if type(layer).__name__ in MOVES or permutation:
             moved.update(id(t) for t in ys)
         if _is_sigmoid(layer):
             sigmoid_out.update(id(t) for t in ys)

@@ -1,12 +1,13 @@
-"""Int8 accuracy drift of trained checkpoints: post-training int8 (min/max, MSE, auto
+"""Int8 accuracy drift of trained checkpoints: post-training int8 (learned, min/max, MSE, auto
 calibration, mixed int16), QAT with a float control, and the latency of every int8 variant.
 
 For each run folder (a trained checkpoint ``best.keras`` with its ``recipe.yaml``), on the
 held-out ``--split`` of its recipe's data, through the board's runtime and metric:
 
-1. ``lhp quantize drift``: float .tflite NME, post-training int8 NME and drift, with min/max,
-   MSE-optimal and ``auto`` activation ranges (``export.calibration``; auto, the default, keeps
-   whichever of the two moves landmarks least on augmented training faces), and auto with
+1. ``lhp quantize drift``: float .tflite NME, post-training int8 NME and drift, with learned
+   (the default: ``RUN/best.ranges.json`` when ``lhp train`` saved it), min/max, MSE-optimal and
+   ``auto`` activation ranges (``export.calibration``; auto keeps whichever of min/max and MSE
+   moves landmarks least on augmented training faces), and auto with
    ``--int16 auto`` (the fewest int16 ops that bring drift within budget on training faces);
 2. ``lhp quantize qat --epochs E --save-checkpoint``: the QAT int8 NME, and the NME of QAT's
    fine-tuned float weights (what int8 costs the QAT model itself); then those weights
@@ -70,7 +71,8 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None,
               "-o", str(bundle)], log)
     calib = ["--calib-samples", str(calib_samples)] if calib_samples else []
     ptq = {}
-    for variant, extra in (("minmax", ["--set", "export.calibration=minmax"]),
+    for variant, extra in (("learned", ["--set", "export.calibration=learned"]),
+                           ("minmax", ["--set", "export.calibration=minmax"]),
                            ("mse", ["--set", "export.calibration=mse"]),
                            ("auto", ["--set", "export.calibration=auto"]),
                            ("int16", ["--set", "export.calibration=auto", "--int16", "auto"])):
@@ -109,11 +111,12 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None,
                 shutil.copy2(run / name, control / name)
         # a no-op once the control has trained all its epochs (it only rewrites last.keras)
         _run([sys.executable, "-m", "lhp_tf.train", str(control / "recipe.yaml"), "--workdir", str(control),
-              "--resume", "--set", f"train.epochs={rec.train.epochs + qat_epochs}"], log)
+              "--resume", "--no-ranges", "--set", f"train.epochs={rec.train.epochs + qat_epochs}"], log)
         _run([sys.executable, "-m", "lhp_tf.cli", "convert", str(control / "last.keras"), "--quant", "float",
               "-o", str(control_model)], log)
     ctl = _bench(control_model, bundle, float_model, log)
-    models = {"float": float_model, "minmax": out / "ptq_minmax" / "int8.tflite",
+    models = {"float": float_model, "learned": out / "ptq_learned" / "int8.tflite",
+              "minmax": out / "ptq_minmax" / "int8.tflite",
               "mse": out / "ptq_mse" / "int8.tflite", "auto": out / "ptq_auto" / "int8.tflite",
               "int16": out / "ptq_int16" / "int8_mixed.tflite", "qat": qat_model,
               "qat_int16": out / f"{tag}_int16" / "int8_mixed.tflite"}
@@ -169,11 +172,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print("| run | arch | float | budget | PTQ min/max | PTQ MSE | PTQ auto (default) | PTQ auto + int16 auto "
+    print("| run | arch | float | budget | PTQ learned (default) | PTQ min/max | PTQ MSE | PTQ auto | PTQ auto + int16 auto "
           "| QAT | QAT's own float | float + E | QAT - float+E | QAT + int16 auto | that - float+E |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [f"{r[v + '_int8_nme']:.3f} ({r[v + '_drift']:+.3f})" for v in ("minmax", "mse")]
+        cells = [f"{r[v + '_int8_nme']:.3f} ({r[v + '_drift']:+.3f})" for v in ("learned", "minmax", "mse")]
         cells.append(f"{r['auto_int8_nme']:.3f} ({r['auto_drift']:+.3f}, {r['auto_calibration']})")
         cells.append(f"{r['int16_int8_nme']:.3f} ({r['int16_drift']:+.3f}, {len(r['int16_ops'])} ops)")
         print(f"| {r['run']} | {r['arch']} | {r['float_nme']:.3f} | {r['budget']:.3f} | " + " | ".join(cells) +

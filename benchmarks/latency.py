@@ -102,10 +102,10 @@ def _tflite_runner(path: Path, image: np.ndarray) -> Callable[[], None]:
 def _models(arch: str, checkpoint: str | None, tmp: Path) -> tuple[dict[str, Path], str]:
     """float/int8 .tflite and fp32 .onnx of one model; returns the files and where weights came from."""
     from lhp_tf.converters.export import export_checkpoint
-    from untrained import untrained_run  # benchmarks/ is sys.path[0] when run as a script
+    from untrained import UNTRAINED_EXPORT, untrained_run  # benchmarks/ is sys.path[0] as a script
 
     if checkpoint is None:
-        checkpoint = str(untrained_run(tmp, arch, ["export.calib_samples=32"]))
+        checkpoint = str(untrained_run(tmp, arch, UNTRAINED_EXPORT))
         source = "freshly built, UNTRAINED weights (latency does not depend on their values)"
     else:
         source = f"checkpoint {checkpoint}"

@@ -216,10 +216,10 @@ def report(per_op: dict[str, dict[Signature, tuple[float, int]]], whole: dict[st
 
 def _convert(checkpoint: str | None, arch: str, target: str, tmp: Path) -> dict[str, Path]:
     from lhp_tf.converters.export import export_checkpoint
-    from untrained import untrained_run  # benchmarks/ is sys.path[0] when run as a script
+    from untrained import UNTRAINED_EXPORT, untrained_run  # benchmarks/ is sys.path[0] as a script
 
     if checkpoint is None:
-        checkpoint = str(untrained_run(tmp, arch, ["export.calib_samples=32"]))
+        checkpoint = str(untrained_run(tmp, arch, UNTRAINED_EXPORT))
     return {quant: Path(export_checkpoint(checkpoint, tmp / f"{quant}.tflite", quant=quant, target=target))
             for quant in ("float", "int8")}
 

@@ -73,7 +73,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
         return out
     with one_split_read():  # the calibration images and ``auto``'s probe faces: one split
         images = calibration_images(rec, calib_samples) if calibrating else None
-        data = convert_tflite(model, spec, quant, images, rec, int16=int16,
-                              extra_metadata={"target": target, **(extra_metadata or {})})
+        data = convert_tflite(model, spec, quant, images, rec, int16=int16, extra_metadata=extra_metadata,
+                              trained=trained, target=target, checkpoint=checkpoint)
     write_bytes(out, data)
     return out

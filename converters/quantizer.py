@@ -46,13 +46,14 @@ epochs, held-out NME 4.504 -> 4.514 (float 4.393). Nor is the output's rounding 
 the float model's heatmaps rounded to the int8 output's grid score 4.394 (ad-hoc scripts, not
 kept); the loss is spread over the graph (``lhp quantize drift`` ranks the ops).
 
-What does work, so far as a benchmark (``benchmarks/learned_ranges.py``): this table's ranges
-trained end to end on the deploy graph's int8 simulation (:mod:`lhp_tf.quantize.deploy_qat`)
-against the float heatmaps, then written back and finished by the passes below; held-out
-drift of the same checkpoint: lhp-small 10 epochs +0.111 -> +0.044, 20 epochs +0.176 ->
-+0.028; lhp-large 10 epochs +0.261 -> +0.026. The MSE search picks each range for its own
-tensor's error; the learned ranges trade clipping and rounding across the whole graph for
-the output's.
+What does work, and is the default (``export.calibration: learned``,
+:mod:`lhp_tf.quantize.learned_ranges`): this module's ``mse`` table, its ranges then trained end
+to end on the deploy graph's int8 simulation against the float heatmaps, written back
+(:meth:`RangeTable.set_range`, matched by :meth:`FloatGraph.tensors_by_layer`) and finished by
+:func:`fit_for_int8`; held-out drift of the same checkpoint (``benchmarks/learned_ranges.py``):
+lhp-small 10 epochs +0.111 -> +0.044, 20 epochs +0.176 -> +0.028; lhp-large 10 epochs +0.261
+-> +0.026. The MSE search picks each range for its own tensor's error; the learned ranges
+trade clipping and rounding across the whole graph for the output's.
 
 int16 is an option, not the default: XNNPACK has no int16 kernels. On lhp-small with every
 LOGISTIC in int16 (``lhp convert --quant int8 --int16 LOGISTIC``, then ``lhp bench``), XNNPACK took
@@ -70,14 +71,14 @@ import functools
 import io
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lhp_tf.errors import LhpError
-from lhp_tf.kinds import CALIBRATIONS
+from lhp_tf.kinds import CALIBRATIONS, LEARNED
 
 from .passes import (
     INPUT_NAME,
@@ -124,6 +125,23 @@ class RangeTable(dict):
         self.method = ""
         self.errors: dict[str, float] = {}
 
+    def range(self, name: str) -> tuple[float, float] | None:
+        """``name``'s per-tensor int8 range (None for a tensor without one: a constant, or a
+        per-channel entry)."""
+        q = self.get(name)
+        if not q or "min" not in q or "max" not in q:
+            return None
+        lo, hi = np.asarray(q["min"]), np.asarray(q["max"])
+        if lo.size != 1 or hi.size != 1:
+            return None
+        return float(lo.ravel()[0]), float(hi.ravel()[0])
+
+    def set_range(self, name: str, lo: float, hi: float) -> None:
+        """Set ``name``'s int8 range (the entry keeps AEQ's array shape and dtype)."""
+        q = self[name]
+        q["min"] = np.full_like(np.asarray(q["min"], np.float32), lo)
+        q["max"] = np.full_like(np.asarray(q["max"], np.float32), hi)
+
     def widest(self, names: Iterable[str]) -> RangeTable:
         """A copy in which ``names`` have their calibrated (un-narrowed) ranges."""
         out = RangeTable({k: dict(v) for k, v in self.items()})
@@ -131,7 +149,7 @@ class RangeTable(dict):
         out.method, out.errors = self.method, dict(self.errors)
         for name in names:
             if name in self.calibrated:
-                _set_range(out, name, *self.calibrated[name])
+                out.set_range(name, *self.calibrated[name])
         return out
 
 
@@ -196,6 +214,23 @@ class FloatGraph:
                    names=[t.name for t in g.tensors], constants=constants,
                    inputs=list(g.inputs), outputs=list(g.outputs), permutations=permutations)
 
+    def tensors_by_layer(self, layers: Collection[str]) -> dict[str, str]:
+        """The tensor each of the Keras ``layers`` (by name) writes last, by tensor name.
+
+        The converter names a tensor after the scope that computed it: ``layer/Op;...`` for
+        the fused ops it names, ``layer_1/...`` for a layer's second call. A scope that is a
+        layer's name is that layer; one that is not loses its ``_N`` call suffix. A layer whose
+        last op the converter fused into another (a ReLU into its conv) shares that op's tensor.
+        """
+        found: dict[str, str] = {}
+        for _, _, outs in self.ops:
+            for t in outs:
+                scope = self.names[t].split(";")[0].split("/")[0]
+                layer = scope if scope in layers else re.sub(r"_\d+$", "", scope)
+                if layer in layers:
+                    found[layer] = self.names[t]
+        return found
+
 
 def is_permutation_conv(weights: Sequence[np.ndarray | None]) -> bool:
     """Whether a CONV_2D's (kernel, bias) only reorders channels: a 1x1 kernel of 0s and 1s, one 1
@@ -225,6 +260,9 @@ def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str
     min/max +0.000, but lhp-small mse +0.014, min/max +0.189). The mean square heatmap error
     is no guide: it preferred min/max on all four synthetic checkpoints, lhp-small's included.
     """
+    if calibration == LEARNED:
+        raise LhpError("calibration 'learned' trains ranges on the Keras model: "
+                       "lhp_tf.quantize.learned_ranges, from this function's 'mse' table")
     if calibration not in CALIBRATIONS:
         raise LhpError(f"calibration {calibration!r}: expected one of {', '.join(CALIBRATIONS)}")
     if not len(images):
@@ -235,15 +273,13 @@ def calibrate(float_model: bytes, images: Sequence[np.ndarray], calibration: str
         base.calibrated[graph.names[t]] = INPUT_RANGE
     for t in (*graph.inputs, *graph.outputs):
         if graph.names[t] in base:
-            _set_range(base, graph.names[t], *base.calibrated[graph.names[t]])
+            base.set_range(graph.names[t], *base.calibrated[graph.names[t]])
     tables = {}
     for method in ("minmax", "mse") if calibration == "auto" else (calibration,):
         table = base.widest(())  # a copy
         if method == "mse":
             mse_ranges(table, float_model, graph, images)
-        widen_for_bias(table, graph)
-        share_ranges(table, graph)
-        widen_for_xnnpack(table, graph)
+        fit_for_int8(table, graph)
         table.method = method
         tables[method] = table
     if calibration != "auto":
@@ -354,7 +390,7 @@ def quantize(float_model: bytes, table: RangeTable, int16_outputs: Sequence[str]
     if set(actual) != set(int16_outputs):
         # AEQ keeps an op int8 where its type has no int16 kernel: such ops keep their int8 range
         data = run(table.widest(actual))
-    ranges = {name: r for name in table if (r := _range(table, name)) is not None}
+    ranges = {name: r for name in table if (r := table.range(name)) is not None}
     return run_passes(data, [int8_copies_at_int8_ranges(ranges, int8_params)])
 
 
@@ -451,22 +487,6 @@ def best_scale(x: np.ndarray, lo: float, hi: float) -> float:
     return best_scale_counts(counts, lo, hi)
 
 
-def _range(table: RangeTable, name: str) -> tuple[float, float] | None:
-    q = table.get(name)
-    if not q or "min" not in q or "max" not in q:
-        return None
-    lo, hi = np.asarray(q["min"]), np.asarray(q["max"])
-    if lo.size != 1 or hi.size != 1:
-        return None
-    return float(lo.ravel()[0]), float(hi.ravel()[0])
-
-
-def _set_range(table: RangeTable, name: str, lo: float, hi: float) -> None:
-    q = table[name]
-    q["min"] = np.full_like(np.asarray(q["min"], np.float32), lo)
-    q["max"] = np.full_like(np.asarray(q["max"], np.float32), hi)
-
-
 def mse_ranges(table: RangeTable, float_model: bytes, graph: FloatGraph, images: Sequence[np.ndarray]) -> int:
     """Narrow each activation range to the one with the least int8 error on its values.
 
@@ -482,13 +502,13 @@ def mse_ranges(table: RangeTable, float_model: bytes, graph: FloatGraph, images:
     """
     fixed = set(graph.inputs) | set(graph.outputs)
     ranged = [i for i, name in enumerate(graph.names) if i not in fixed and i not in graph.constants
-              and _range(table, name) is not None]
-    spans = {i: table.calibrated.get(graph.names[i]) or _range(table, graph.names[i]) for i in ranged}
+              and table.range(name) is not None]
+    spans = {i: table.calibrated.get(graph.names[i]) or table.range(graph.names[i]) for i in ranged}
     narrowed = 0
     for i, counts in histograms(float_model, images, spans).items():  # type: ignore[arg-type]
         lo, hi = spans[i]  # type: ignore[misc]
         s = best_scale_counts(counts, lo, hi)
-        _set_range(table, graph.names[i], lo * s if lo < 0.0 else lo, hi * s if hi > 0.0 else hi)
+        table.set_range(graph.names[i], lo * s if lo < 0.0 else lo, hi * s if hi > 0.0 else hi)
         narrowed += s < 1.0
     return narrowed
 
@@ -501,7 +521,7 @@ def _constrained(kind: Any) -> frozenset[str]:
     return frozenset(str(getattr(op, "value", op)) for op in constrained_ops_utils.get_constrained_op_list(kind))
 
 
-def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
+def share_ranges(table: RangeTable, graph: FloatGraph, copies_follow: bool = False) -> int:
     """One range for every group of tensors int8 must hold at one scale, so AEQ writes no
     requantising QUANTIZE between them.
 
@@ -524,7 +544,10 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
     CCW chain); held-out drift with and without this pass, trained synthetic checkpoints
     (300 faces; mse / minmax): lhp-small 10 epochs +0.052 vs +0.071 / +0.249 vs +0.223,
     20 epochs +0.057 vs +0.056 / +0.214 vs +0.218, lhp-large 10 epochs +0.205 vs +0.185 /
-    +0.150 vs +0.129: within run-to-run noise. Pure int8 only: int16 tensors get their extremes
+    +0.150 vs +0.129: within run-to-run noise. ``copies_follow``: a group's range is the union
+    of what free ops write into it alone, the copies' own ranges ignored (ranges edited after
+    calibration, :mod:`lhp_tf.quantize.learned_ranges`, leave the copies' stale). Pure int8
+    only: int16 tensors get their extremes
     afterwards (:meth:`RangeTable.widest`), so requantisations around them stay. Returns how
     many tensors changed range.
     """
@@ -560,19 +583,20 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
             joined = [*ins, outs[0]]
         else:
             continue
-        joined = [t for t in joined if t >= 0 and _range(table, graph.names[t]) is not None]
+        joined = [t for t in joined if t >= 0 and table.range(graph.names[t]) is not None]
         for t in joined[1:]:
             parent[root(t)] = root(joined[0])
     groups: dict[int, list[int]] = {}
     for t in range(len(graph.names)):
-        if _range(table, graph.names[t]) is not None:
+        if table.range(graph.names[t]) is not None:
             groups.setdefault(root(t), []).append(t)
     changed = 0
     for members in groups.values():
         if len(members) < 2:
             continue
-        ranges: list[tuple[float, float]] = [_range(table, graph.names[t]) for t in members]  # type: ignore[misc]
-        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        ranges: list[tuple[float, float]] = [table.range(graph.names[t]) for t in members]  # type: ignore[misc]
+        sources = [r for t, r in zip(members, ranges, strict=True) if t in written] if copies_follow else []
+        lo, hi = min(r[0] for r in sources or ranges), max(r[1] for r in sources or ranges)
         fixed = {pinned[t] for t in members if t in pinned}
         if len(fixed) > 1 or None in fixed:
             continue
@@ -584,9 +608,18 @@ def share_ranges(table: RangeTable, graph: FloatGraph) -> int:
             lo, hi = lo_f, hi_f
         for t, r in zip(members, ranges, strict=True):
             if r != (lo, hi):
-                _set_range(table, graph.names[t], lo, hi)
+                table.set_range(graph.names[t], lo, hi)
                 changed += 1
     return changed
+
+
+def fit_for_int8(table: RangeTable, graph: FloatGraph, copies_follow: bool = False) -> None:
+    """The edits every int8 range table gets before :func:`quantize`, in their order:
+    :func:`widen_for_bias`, :func:`share_ranges` (``copies_follow`` as there),
+    :func:`widen_for_xnnpack`."""
+    widen_for_bias(table, graph)
+    share_ranges(table, graph, copies_follow)
+    widen_for_xnnpack(table, graph)
 
 
 def _int8_scale(lo: float, hi: float) -> float:
@@ -619,7 +652,7 @@ def widen_for_bias(table: RangeTable, graph: FloatGraph) -> int:
         axis = WEIGHT_CHANNEL_AXIS.get(kind)
         if axis is None or len(ins) < 3 or ins[1] not in graph.constants or ins[2] not in graph.constants:
             continue
-        r_in = _range(table, graph.names[ins[0]])
+        r_in = table.range(graph.names[ins[0]])
         if r_in is None:
             continue
         weights = np.moveaxis(np.abs(graph.constants[ins[1]]), axis, 0)
@@ -644,7 +677,7 @@ def widen_for_xnnpack(table: RangeTable, graph: FloatGraph) -> int:
     for kind, ins, outs in graph.ops:
         if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D") or len(ins) < 2 or ins[1] not in graph.constants:
             continue
-        r_in, r_out = _range(table, graph.names[ins[0]]), _range(table, graph.names[outs[0]])
+        r_in, r_out = table.range(graph.names[ins[0]]), table.range(graph.names[outs[0]])
         if r_in is None or r_out is None:
             continue
         w = float(np.abs(graph.constants[ins[1]]).max())
@@ -655,12 +688,12 @@ def widen_for_xnnpack(table: RangeTable, graph: FloatGraph) -> int:
 def _widen_to_scale(table: RangeTable, name: str, needed: float) -> bool:
     """Widen ``name``'s range, away from zero on the side it lies, until its int8 scale is at
     least ``needed``; whether it changed."""
-    lo, hi = _range(table, name)  # type: ignore[misc]
+    lo, hi = table.range(name)  # type: ignore[misc]
     current = _int8_scale(lo, hi)
     if needed <= 0.0 or current >= needed:
         return False
     extra = (needed - current) * 255.0
-    _set_range(table, name, *((lo - extra, hi) if lo < 0.0 and hi <= 0.0 else (lo, hi + extra)))
+    table.set_range(name, *((lo - extra, hi) if lo < 0.0 and hi <= 0.0 else (lo, hi + extra)))
     return True
 
 
@@ -690,14 +723,14 @@ def rank_ops(float_model: bytes, table: RangeTable, images: Sequence[np.ndarray]
     """
     graph = FloatGraph.read(float_model)
     candidates = [(kind, outs[0]) for kind, _, outs in graph.ops
-                  if outs and _range(table, graph.names[outs[0]]) is not None]
+                  if outs and table.range(graph.names[outs[0]]) is not None]
     values = activations(float_model, images, [t for _, t in candidates])
     ranked = []
     for kind, t in candidates:
         x = values.get(t)
         if x is None or x.size == 0:
             continue
-        lo, hi = LOGISTIC_RANGE if kind == "LOGISTIC" else _range(table, graph.names[t])  # type: ignore[misc]
+        lo, hi = LOGISTIC_RANGE if kind == "LOGISTIC" else table.range(graph.names[t])  # type: ignore[misc]
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         spread = float(np.sqrt(np.mean((x - x.mean()) ** 2)))
         noise = np.sqrt(_quantisation_mse(x, lo, hi))

@@ -24,6 +24,7 @@ it leaves (:func:`lhp_tf.converters.passes.fold_float_islands`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from lhp_tf import __version__
 from lhp_tf.config import Recipe
 from lhp_tf.errors import LhpError
 from lhp_tf.kinds import INT16_AUTO as AUTO
-from lhp_tf.kinds import QUANT_MODES
+from lhp_tf.kinds import LEARNED, LEARNED_START, QUANT_MODES
 from lhp_tf.spec import ModelSpec
 
 from .passes import (
@@ -154,21 +155,28 @@ class Converted:
 
 def convert_tflite(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray] | None = None,
                    recipe: Recipe | None = None, extra_metadata: dict[str, Any] | None = None,
-                   calibration: str | None = None, int16: Sequence[str] = ()) -> bytes:
+                   calibration: str | None = None, int16: Sequence[str] = (), *, trained: Any = None,
+                   target: str | None = None, checkpoint: str | os.PathLike[str] | None = None) -> bytes:
     """The .tflite bytes of ``model`` (already batch 1, heatmap space) with metadata embedded
     (:func:`convert`)."""
-    return convert(model, spec, quant, images, recipe, extra_metadata, calibration, int16).data
+    return convert(model, spec, quant, images, recipe, extra_metadata, calibration, int16, trained=trained,
+                   target=target, checkpoint=checkpoint).data
 
 
 def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray] | None = None,
             recipe: Recipe | None = None, extra_metadata: dict[str, Any] | None = None,
-            calibration: str | None = None, int16: Sequence[str] = ()) -> Converted:
+            calibration: str | None = None, int16: Sequence[str] = (), *, trained: Any = None,
+            target: str | None = None, checkpoint: str | os.PathLike[str] | None = None) -> Converted:
     """``model`` (already batch 1, heatmap space) as .tflite, with metadata embedded.
 
     ``images`` calibrate int8/int16x8. ``calibration`` overrides the recipe's
     ``export.calibration`` (``mse`` without a recipe). ``int16`` selects ops that keep int16
     activations in an int8 model: selectors of :func:`lhp_tf.converters.quantizer.select_ops`,
     or ``auto`` (:mod:`lhp_tf.quantize.mixed`; needs the recipe, whose training faces it scores on).
+    ``learned`` calibration takes the ranges saved beside ``checkpoint`` for this ``target``
+    (which the metadata records) or trains them on the int8 deploy graph's simulation of
+    ``trained``, the Keras model ``model`` was made from (:mod:`lhp_tf.quantize.learned_ranges`);
+    int16x8 takes its ``mse`` start.
     """
     from . import quantizer
 
@@ -178,6 +186,8 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         raise LhpError(f"--int16: mixed precision is for --quant int8, not {quant}")
     check_int16(int16, recipe)
     meta = metadata_for(spec, quant, recipe)
+    if target is not None:
+        meta["target"] = target
     meta.update(extra_metadata or {})
     float_model = float_tflite(model)
     if quant == "float":
@@ -190,7 +200,19 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
         from lhp_tf.quantize.calibration import probe_images
 
         probe = probe_images(recipe, quantizer.PROBE_IMAGES)
-    table = quantizer.calibrate(float_model, images, meta["calibration"], probe)
+    learned = meta["calibration"] == LEARNED
+    table = quantizer.calibrate(float_model, images, LEARNED_START if learned else meta["calibration"], probe)
+    if learned and quant == "int8":
+        from lhp_tf.quantize import learned_ranges as lr
+
+        from .deploy import DEFAULT_TARGET
+
+        steps = recipe.export.learned_steps if recipe is not None else lr.STEPS
+        ranges = lr.learned_ranges(trained, float_model, table, images, target or DEFAULT_TARGET, steps, checkpoint)
+        lr.apply(table, float_model, ranges)
+        meta["calibration_learned"] = {**ranges.stats, "steps": steps}
+    elif learned:
+        meta["calibration_chosen"] = LEARNED_START
     if table.errors:  # auto: which ranges, and why
         meta["calibration_chosen"] = table.method
         meta["calibration_errors"] = table.errors

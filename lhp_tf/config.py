@@ -149,10 +149,14 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     calib_samples: int = 200
-    #: int8 activation ranges: ``mse`` (error-minimising search from each tensor's extremes),
-    #: ``minmax`` (ai-edge-quantizer's per-image min/max, moving-averaged) or ``auto`` (the one of
-    #: them that moves the landmarks least on augmented training faces); lhp_tf.converters.quantizer
-    calibration: Calibration = "auto"
+    #: int8 activation ranges: ``learned`` (trained end to end on the int8 simulation from the
+    #: ``mse`` table, lhp_tf.quantize.learned_ranges; saved beside the checkpoint by ``lhp train``),
+    #: ``mse`` (error-minimising search from each tensor's extremes), ``minmax``
+    #: (ai-edge-quantizer's per-image min/max, moving-averaged) or ``auto`` (the one of
+    #: ``mse`` and ``minmax`` that moves the landmarks least on augmented training faces)
+    calibration: Calibration = "learned"
+    #: steps of ``learned`` calibration (each 16 calibration images)
+    learned_steps: int = 400
     quant: QuantMode = "int8"
 
 
@@ -487,6 +491,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "eval.fr_threshold": (0, 1, True),
     "eval.max_samples": (1, None, False),
     "export.calib_samples": (1, None, False),
+    "export.learned_steps": (1, None, False),
 }
 #: numeric keys whose rules live elsewhere: the architecture keys in the preset resolver's one
 #: rule (``lhp_tf.model.presets.validate``, called by _check_consistency), the landmark count in

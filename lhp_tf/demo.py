@@ -35,9 +35,9 @@ from lhp_tf.kinds import DATASET_FORMATS
 #: on data a model can learn.
 SCHEDULES: dict[str, dict[str, Any]] = {
     "default": {"num": 1500, "epochs": 10, "eval_samples": 200, "bundle_samples": 200,
-                "calib_samples": 100, "bench_runs": 100, "val_samples": 64},
+                "calib_samples": 100, "bench_runs": 100, "val_samples": 64, "learned_steps": 400},
     "quick": {"num": 240, "epochs": 2, "eval_samples": 48, "bundle_samples": 48,
-              "calib_samples": 16, "bench_runs": 20, "val_samples": 32},
+              "calib_samples": 16, "bench_runs": 20, "val_samples": 32, "learned_steps": 40},
 }
 
 #: The report's Markdown figures are rounded to these decimals; the test compares at this precision.
@@ -92,7 +92,8 @@ def plan(out: Path, quick: bool = False, recipe: str | None = None, data_root: s
         if n < 1:
             raise LhpError(f"--epochs {n}: must be >= 1")
         overrides += _scaled_lr_steps(path, n)
-    overrides += [f"train.val_samples={schedule['val_samples']}", f"export.calib_samples={schedule['calib_samples']}"]
+    overrides += [f"train.val_samples={schedule['val_samples']}", f"export.calib_samples={schedule['calib_samples']}",
+                  f"export.learned_steps={schedule['learned_steps']}"]
     return DemoPlan(path, overrides, schedule, label)
 
 
@@ -179,6 +180,7 @@ def run(out: Path, p: DemoPlan, say: Callable[[str], None] = print,
     from lhp_tf.data.bundle import build_bundle, write_bundle
     from lhp_tf.data.datasets import dataset_root
     from lhp_tf.evaluate import evaluate
+    from lhp_tf.quantize.learned_ranges import learn_for_checkpoint, learns
     from lhp_tf.train import train
 
     s = p.schedule
@@ -190,6 +192,10 @@ def run(out: Path, p: DemoPlan, say: Callable[[str], None] = print,
     clock.step(f"train: {recipe.name}, {recipe.model.arch}, {recipe.train.epochs} epoch(s) -> {out / 'run'}")
     train(recipe, out / "run")
     ckpt = out / "run" / "best.keras"
+    if learns(recipe):
+        clock.step(f"learn the int8 ranges, {recipe.export.learned_steps} steps (lhp quantize ranges; "
+                   "lhp train does it too)")
+        learn_for_checkpoint(ckpt)
 
     clock.step("evaluate the Keras checkpoint (lhp eval)")
     evaluate(recipe, ckpt, out / "eval", max_samples=s["eval_samples"])

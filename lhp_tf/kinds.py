@@ -34,8 +34,12 @@ QUANT_MODES = ("float", "int8", "int16x8")
 #: deploy-graph forms of ``lhp convert --target`` (``lhp_tf.converters.deploy``)
 DEPLOY_TARGETS = ("xnnpack", "amx", "npu")
 #: how int8 activation ranges are chosen (``lhp_tf.converters.quantizer``); ``auto``: whichever
-#: of the others moves the int8 landmarks least on augmented training faces
-CALIBRATIONS = ("minmax", "mse", "auto")
+#: of ``minmax`` and ``mse`` moves the int8 landmarks least on augmented training faces;
+#: ``learned``: trained end to end from the ``mse`` table (``lhp_tf.quantize.learned_ranges``)
+CALIBRATIONS = ("minmax", "mse", "auto", "learned")
+#: the calibration that trains its ranges, and the table it starts from
+LEARNED = "learned"
+LEARNED_START = "mse"
 #: where a QAT model's int8 ranges come from (``lhp quantize qat --ranges``); the first is the default
 QAT_RANGES = ("calibrated", "fake-quant")
 #: ``lhp quantize qat --optimizer``: take over the run's optimizer moments (``state.npz``) as

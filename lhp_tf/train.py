@@ -325,6 +325,9 @@ def main(argv: Sequence[str]) -> int:
                         help="override a recipe key, e.g. --set model.arch=lhp-large")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --workdir from its last finished epoch")
+    parser.add_argument("--no-ranges", dest="ranges", action="store_false",
+                        help="skip learning best.keras's int8 ranges at the end (export.calibration: learned); "
+                             "'lhp convert' then learns them itself, or 'lhp quantize ranges' later")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     recipe = load_recipe(args.recipe, args.set)
@@ -332,6 +335,14 @@ def main(argv: Sequence[str]) -> int:
     result = train(recipe, workdir, resume=args.resume)
     print(f"done: {result['epoch']} epoch(s); best val NME {result['best_nme']:.2f}% at epoch "
           f"{result['best_epoch']}; checkpoints in {workdir}/ (best.keras, last.keras)")
+    from lhp_tf.distribute import is_chief
+    from lhp_tf.quantize.learned_ranges import learn_for_checkpoint, learns
+
+    if args.ranges and learns(recipe) and is_chief(recipe.train.distribute):
+        print("learning best.keras's int8 ranges for 'lhp convert' (export.calibration: learned; "
+              "--no-ranges skips)", flush=True)
+        path, learned, _ = learn_for_checkpoint(workdir / "best.keras", workdir / "recipe.yaml")
+        print(f"wrote {path} ({learned.stats.get('seconds', 0)} s)")
     return 0
 
 

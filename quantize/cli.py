@@ -3,6 +3,7 @@
     lhp quantize ptq   CKPT -o model.tflite [--int16 auto | --int16 LOGISTIC,...]
     lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --int16 ...] [--json]
     lhp quantize qat   CKPT --epochs N -o model.tflite [--graph training|deploy] [--ranges calibrated|fake-quant] [--int16 ...]
+    lhp quantize ranges CKPT [--target xnnpack|npu|amx] [--force]   (learned int8 ranges -> CKPT_STEM.ranges.json)
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, metavar="PATH", help="also write the JSON report to PATH")
     p.add_argument("--check", action="store_true", help="exit 1 when the drift is over budget")
 
+    p = sub.add_parser("ranges", help="learn the int8 ranges of export.calibration 'learned' and save them "
+                                      "beside the checkpoint (lhp convert then takes them)")
+    _common(p)
+    p.add_argument("--target", choices=DEPLOY_TARGETS, default=None,
+                   help="the deploy graph 'lhp convert --target' will quantise (default xnnpack)")
+    p.add_argument("--force", action="store_true", help="learn again even if the saved ranges are up to date")
+
     p = sub.add_parser("qat", help="quantisation-aware fine-tuning (tfmot, tf_keras) -> int8 .tflite")
     _common(p)
     _mixed(p)
@@ -102,6 +110,16 @@ def main(argv: Sequence[str]) -> int:
             atomic_write_text(args.report, json.dumps(report, indent=2))
         print(json.dumps(report, indent=2) if args.json else format_drift(report))
         return 1 if args.check and not report["within_tolerance"] else 0
+    if args.action == "ranges":
+        from .learned_ranges import learn_for_checkpoint
+
+        path, learned, fresh = learn_for_checkpoint(args.checkpoint, args.recipe, args.overrides, args.target,
+                                                    args.calib_samples, args.force)
+        stats = learned.stats
+        print(f"{'wrote' if fresh else 'up to date:'} {path} ({len(learned.ranges)} ranges, {learned.key.steps} steps, "
+              f"simulated heatmap MSE {stats.get('loss_first', float('nan')):.3g} -> "
+              f"{stats.get('loss_last', float('nan')):.3g}, {stats.get('seconds', 0)} s)")
+        return 0
     from .qat import quantization_aware_training
 
     out = quantization_aware_training(args.checkpoint, args.output, epochs=args.epochs, recipe=args.recipe,

@@ -53,11 +53,11 @@ gradient sees rounding as identity: over one epoch the simulation's own error mo
 0.0090. What the weights learn is the float task. So ``training`` stays the default.
 
 What the simulation is good for: learning the RANGES end to end, weights frozen
-(``benchmarks/learned_ranges.py``: LSQ-style ranges, so rounding error reaches them too,
-started from the converter's table and written back into it): pure int8 held-out drift of
-lhp-small 10 / 20 epochs +0.111 / +0.176 -> +0.044 / +0.028, lhp-large 10 epochs +0.261 ->
-+0.026. QAT that keeps the ranges it learns, instead of being calibrated again, is the next
-step.
+(:mod:`lhp_tf.quantize.learned_ranges`, the default ``export.calibration``: LSQ-style ranges,
+so rounding error reaches them too, started from the converter's table and written back into
+it): pure int8 held-out drift of lhp-small 10 / 20 epochs +0.111 / +0.176 -> +0.044 / +0.028,
+lhp-large 10 epochs +0.261 -> +0.026. QAT's int8 export (``--ranges calibrated``) takes the
+recipe's calibration, so it learns the ranges of the fine-tuned weights the same way.
 """
 
 from __future__ import annotations
@@ -97,9 +97,12 @@ def fake_quant_classes() -> tuple[type, type]:
     class FakeQuant(keras.layers.Layer):
         """Round to the 8-bit grid of [lo, hi] (observing: widen [lo, hi] to what passes, unrounded)."""
 
-        def __init__(self, fixed: tuple[float, float] | None = None, **kwargs: Any) -> None:
+        def __init__(self, fixed: tuple[float, float] | None = None, source: str | None = None,
+                     **kwargs: Any) -> None:
             super().__init__(trainable=False, **kwargs)
             self.fixed = fixed
+            #: the deploy graph's layer that writes the rounded tensor (None: the image)
+            self.source = source
             self.observing = False
 
         def build(self, input_shape: Any) -> None:
@@ -187,14 +190,15 @@ class Simulation:
             layer.observing = not on
 
 
-def simulation(trained: Any) -> Simulation:
-    """The int8 deploy graph of ``trained`` (dynamic batch) with fake quantisation."""
+def simulation(trained: Any, target: str = "xnnpack", batch_size: int | None = None) -> Simulation:
+    """The int8 deploy graph of ``trained`` for ``target`` with fake quantisation (``batch_size``:
+    None for a dynamic batch; the ``npu`` form needs a fixed one)."""
     from lhp_tf.converters.deploy import deploy_model, folded_convs
 
     keras = _keras()
     FakeQuant, FakeQuantConv = fake_quant_classes()
     folded = set(folded_convs(trained))
-    graph = deploy_model(trained, "xnnpack", "int8", batch_size=None, layout_rewrites=False)
+    graph = deploy_model(trained, target, "int8", batch_size=batch_size, layout_rewrites=False)
     for layer in graph.layers:
         if layer.name in folded:
             layer.trainable = True  # the deploy graph freezes the folded copies it makes
@@ -202,12 +206,13 @@ def simulation(trained: Any) -> Simulation:
     on_grid: dict[int, Any] = {}  # id(raw tensor) -> its rounded tensor
     kept: list[Any] = []  # raw tensors stay alive so their ids stay unique
     moved: set[int] = set()  # ids of tensors produced by a move of rounded tensors
+    source: dict[int, str] = {}  # id(raw tensor) -> the layer that wrote it
 
     def rounded(t: Any, fixed: tuple[float, float] | None = None) -> Any:
         if id(t) in moved:
             return t
         if id(t) not in on_grid:
-            fq = FakeQuant(fixed, name=f"fq{len(fqs)}")
+            fq = FakeQuant(fixed, source.get(id(t)), name=f"fq{len(fqs)}")
             fqs.append(fq)
             kept.append(t)
             on_grid[id(t)] = fq(t)
@@ -231,6 +236,7 @@ def simulation(trained: Any) -> Simulation:
             y = layer(arg, *args[1:], **kwargs)
         ys = list(y) if isinstance(y, list | tuple) else [y]
         kept.extend(ys)
+        source.update((id(t), layer.name) for t in ys)
         if type(layer).__name__ in MOVES or permutation:
             moved.update(id(t) for t in ys)
         if _is_sigmoid(layer):

@@ -74,14 +74,14 @@ def drift_report(checkpoint: str | os.PathLike[str], data: str | os.PathLike[str
     # the deploy graphs `lhp convert` writes (float and int8 forms differ in their pools)
     model = inference_model(trained, spec, where=str(checkpoint), target=DEPLOY_TARGET, quant="int8")
     float_model = inference_model(trained, spec, where=str(checkpoint), target=DEPLOY_TARGET, quant="float")
-    target = {"target": DEPLOY_TARGET}
     calib = calibration_images(rec, calib_samples)
 
     with tempfile.TemporaryDirectory(prefix="lhp_drift_") as tmp:
         out = Path(save_dir) if save_dir is not None else Path(tmp)
         float_path = out / "float.tflite"
-        write_bytes(float_path, convert(float_model, spec, "float", recipe=rec, extra_metadata=target).data)
-        ptq = convert(model, spec, "int8", calib, rec, extra_metadata=target, int16=int16)
+        write_bytes(float_path, convert(float_model, spec, "float", recipe=rec, target=DEPLOY_TARGET).data)
+        ptq = convert(model, spec, "int8", calib, rec, int16=int16, trained=trained, target=DEPLOY_TARGET,
+                      checkpoint=checkpoint)
         if int8_model is not None:
             int8_path = Path(int8_model)
         else:

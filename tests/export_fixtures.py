@@ -17,6 +17,9 @@ TINY_OVERRIDES = (
     "data.synthetic.num=24", "data.synthetic.image_size=128", "export.calib_samples=8",
     # BCE, the paper's loss, so exports carry the appended sigmoid the tests check for.
     "train.loss=bce",
+    # the calibration without a training loop: 'learned' (the default) has its own tests
+    # (tests/test_learned_ranges.py), the many int8 conversions here would each learn for minutes
+    "export.calibration=auto",
 )
 
 

@@ -67,7 +67,7 @@ def test_metadata_round_trip(run: Path, converted: dict[str, Path]) -> None:
         assert list(spec.flip_permutation) == flip_permutation(68).tolist()
         assert meta["input_scale"] == pytest.approx(1 / 255)
         assert spec.dataset_format == "300w" and spec.arch.name == "lhp-small"
-        assert meta.get("calibration") == ("auto" if quant != "float" else None)  # the recipe's default
+        assert meta.get("calibration") == ("auto" if quant != "float" else None)  # the fixture pins auto
         # auto: the candidate that moved the landmarks least on augmented training faces
         if quant != "float":
             errors = meta["calibration_errors"]

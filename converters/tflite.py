@@ -205,10 +205,9 @@ def convert(model: Any, spec: ModelSpec, quant: str, images: Sequence[np.ndarray
     if learned and quant == "int8":
         from lhp_tf.quantize import learned_ranges as lr
 
-        from .deploy import DEFAULT_TARGET
-
         steps = recipe.export.learned_steps if recipe is not None else lr.STEPS
-        ranges = lr.learned_ranges(trained, float_model, table, images, target or DEFAULT_TARGET, steps, checkpoint)
+        ranges = lr.learned_ranges(trained, float_model, table, images, target or lr.DEFAULT_TARGET, steps,
+                                   checkpoint)
         lr.apply(table, float_model, ranges)
         meta["calibration_learned"] = {**ranges.stats, "steps": steps}
     elif learned:

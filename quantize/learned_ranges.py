@@ -30,7 +30,7 @@ min/max range and do not train.
 Learning costs minutes on a small CPU (lhp-small on 2 cores: ~22 s to build and calibrate the
 simulation, ~25 s to trace its gradient, ~0.29 s per step of 16 images; XLA's ``jit_compile``
 measured slower: 107 s to compile, 0.35 s per step), far beyond what a conversion should
-take. So the ranges are learned once per checkpoint and saved beside it
+take. So the ranges are learned once per checkpoint and deploy target and saved beside it
 (``best.keras`` -> ``best.ranges.json``, :func:`ranges_path`): by ``lhp train`` when its recipe
 asks for learned int8, or by ``lhp quantize ranges CKPT``. The file is a cache of a seeded
 computation: ``lhp convert`` uses it when its :class:`Key` (the checkpoint's SHA-256, the
@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lhp_tf.converters.deploy import DEFAULT_TARGET
 
 from lhp_tf.errors import LhpError
 
@@ -64,7 +65,7 @@ LEARNING_RATE = 0.01
 BATCH = 16
 #: the saved file's ``format`` entry
 FORMAT = "lhp-tf learned int8 ranges"
-#: ``best.keras`` -> ``best.ranges.json``
+#: ``best.keras`` -> ``best.ranges.json`` (:func:`ranges_path`)
 SUFFIX = ".ranges.json"
 
 
@@ -105,10 +106,11 @@ def learns(recipe: Any) -> bool:
     return recipe.export.quant == "int8" and recipe.export.calibration == LEARNED
 
 
-def ranges_path(checkpoint: str | os.PathLike[str]) -> Path:
-    """Where the ranges learned for ``checkpoint`` are saved."""
+def ranges_path(checkpoint: str | os.PathLike[str], target: str = DEFAULT_TARGET) -> Path:
+    """Where the ranges learned for ``checkpoint``'s ``target`` graph are saved: ``best.keras``
+    -> ``best.ranges.json`` for the default target, ``best.npu.ranges.json`` for ``npu``."""
     path = Path(checkpoint)
-    return path.with_name(path.stem + SUFFIX)
+    return path.with_name(path.stem + ("" if target == DEFAULT_TARGET else f".{target}") + SUFFIX)
 
 
 def load(path: str | os.PathLike[str]) -> LearnedRanges:
@@ -144,7 +146,7 @@ def save(path: str | os.PathLike[str], learned: LearnedRanges) -> Path:
 def saved_for(checkpoint: str | os.PathLike[str], key: Key) -> tuple[LearnedRanges | None, str]:
     """The ranges saved beside ``checkpoint`` if they were learned under ``key``, else None; and
     why not, in words (empty when found)."""
-    path = ranges_path(checkpoint)
+    path = ranges_path(checkpoint, key.target)
     if not path.is_file():
         return None, f"no {path.name} beside the checkpoint"
     saved = load(path)
@@ -259,7 +261,8 @@ def learned_ranges(trained: Any, float_model: bytes, table: Any, images: Sequenc
         saved, why = saved_for(checkpoint, key)
         if saved is not None:
             return saved
-        print(f"learning int8 ranges ({why}; 'lhp quantize ranges {checkpoint}' saves them): "
+        how = f"lhp quantize ranges {checkpoint}" + ("" if target == DEFAULT_TARGET else f" --target {target}")
+        print(f"learning int8 ranges ({why}; '{how}' saves them): "
               f"{steps} steps, minutes on a small CPU", file=sys.stderr, flush=True)
     if trained is None:
         raise LhpError("calibration 'learned': no saved ranges, and no Keras model to learn them on")
@@ -273,7 +276,6 @@ def learn_for_checkpoint(checkpoint: str | os.PathLike[str], recipe: str | os.Pa
     save them beside it (``lhp quantize ranges``, the end of ``lhp train``); a file already
     learned under the same :class:`Key` is kept unless ``force``. Returns the file, its ranges
     and whether they were learned now."""
-    from lhp_tf.converters.deploy import DEFAULT_TARGET
     from lhp_tf.converters.inference_model import inference_model, load_checkpoint
     from lhp_tf.converters.quantizer import calibrate
     from lhp_tf.converters.run_folder import find_recipe
@@ -288,7 +290,7 @@ def learn_for_checkpoint(checkpoint: str | os.PathLike[str], recipe: str | os.Pa
     with one_split_read():
         images = calibration_images(rec, calib_samples)
     key = Key.of(checkpoint, target, len(images), rec.export.learned_steps)
-    path = ranges_path(checkpoint)
+    path = ranges_path(checkpoint, target)
     if not force and path.is_file():
         saved, _ = saved_for(checkpoint, key)
         if saved is not None:

@@ -66,8 +66,9 @@ def test_saved_file_round_trips_and_bad_files_are_one_clear_error(tmp_path: Path
     back = lr.load(path)
     assert back.ranges == learned.ranges and back.key == key and back.stats == learned.stats
     assert lr.saved_for(ckpt, key)[0] is not None
-    found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "npu", 8, 3))
-    assert found is None and "target" in why
+    assert lr.ranges_path(ckpt, "npu") == tmp_path / "best.npu.ranges.json"  # one file per target
+    found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "xnnpack", 16, 3))
+    assert found is None and "calib_samples" in why
     ckpt.write_bytes(b"other weights")
     found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "xnnpack", 8, 3))
     assert found is None and "checkpoint_sha256" in why
@@ -148,7 +149,7 @@ def test_convert_learns_itself_when_the_saved_ranges_do_not_fit(run: Path, tmp_p
     assert main(["convert", str(run), "--quant", "int8", "--set", "export.calibration=learned", "--set", STEPS,
                  "--target", "npu", "-o", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "learning int8 ranges" in err and "another target" in err, err
+    assert "learning int8 ranges (no best.npu.ranges.json" in err and "--target npu' saves them" in err, err
     meta = read_metadata(out)
     assert meta["target"] == "npu" and meta["calibration_learned"]["steps"] == 3
     # a saved file naming layers this model lacks belongs to another model: refused, nothing written

@@ -80,8 +80,9 @@ class Key:
     learning_rate: float = LEARNING_RATE
 
     @classmethod
-    def of(cls, checkpoint: str | os.PathLike[str], target: str, calib_samples: int, steps: int) -> Key:
-        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    def of(cls, checkpoint: str | os.PathLike[str] | None, target: str, calib_samples: int, steps: int) -> Key:
+        """The key of ``checkpoint``'s file (None: an in-memory model, no digest)."""
+        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest() if checkpoint is not None else ""
         return cls(digest, target, int(calib_samples), int(steps))
 
 
@@ -255,8 +256,7 @@ def learned_ranges(trained: Any, float_model: bytes, table: Any, images: Sequenc
                    steps: int, checkpoint: str | os.PathLike[str] | None = None) -> LearnedRanges:
     """The ranges saved beside ``checkpoint`` for this conversion, or learned now on ``trained``
     (a line on stderr says why, and how to save them)."""
-    key = Key.of(checkpoint, target, len(images), steps) if checkpoint is not None else Key("", target, len(images),
-                                                                                             steps)
+    key = Key.of(checkpoint, target, len(images), steps)
     if checkpoint is not None:
         saved, why = saved_for(checkpoint, key)
         if saved is not None:

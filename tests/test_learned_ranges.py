@@ -106,7 +106,6 @@ def test_ranges_are_learned_once_and_convert_quantises_with_them(run: Path, tmp_
 
     from lhp_tf.cli import main
     from lhp_tf.runtime import op_delegation
-    from lhp_tf.tflite_graph import read_graph
     from lhp_tf.tflite_metadata import read_metadata
 
     saved = lr.load(lr.ranges_path(run))
@@ -126,10 +125,7 @@ def test_ranges_are_learned_once_and_convert_quantises_with_them(run: Path, tmp_
     assert ops["delegated"] == ops["total"]
     assert learned.read_bytes() != plain.read_bytes()
     # the int8 model holds the learned ranges (bar the few a same-scale group or a limit widened)
-    g = read_graph(learned.read_bytes())
-    by_layer = FloatGraph(ops=[(op.op, list(op.inputs), list(op.outputs)) for op in g.operators],
-                          names=[t.name for t in g.tensors], constants={}, inputs=list(g.inputs),
-                          outputs=list(g.outputs)).tensors_by_layer(saved.ranges)
+    by_layer = FloatGraph.read(learned.read_bytes()).tensors_by_layer(saved.ranges)
     from ai_edge_litert.interpreter import Interpreter
 
     scale = {d["name"]: d["quantization"][0] for d in Interpreter(model_path=str(learned)).get_tensor_details()}

@@ -18,7 +18,7 @@ held-out ``--split`` of its recipe's data, through the board's runtime and metri
 4. latency: float, each PTQ variant and QAT, 1 thread, rounds interleaved in one process
    (p10 and p50, and each one's ratio to float).
 
-    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 1] [--qat-graph deploy]
+    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 1] [--qat-graph training]
 
 Budget: drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
 Everything is written under ``RUN/int8_drift/``; a step whose output exists is not redone.
@@ -83,7 +83,7 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None,
         ptq[variant] = json.loads(report.read_text())
     float_model = out / "ptq_auto" / "float.tflite"
 
-    tag = f"qat{qat_epochs}" + ("" if qat_graph == QAT_GRAPHS[0] else f"_{qat_graph}")
+    tag = f"qat{qat_epochs}_{qat_graph}"
     qat_model = out / f"{tag}.tflite"
     qat_float = out / tag / "qat.keras"
     if not qat_model.is_file():

@@ -45,10 +45,10 @@ QAT_RANGES = ("calibrated", "fake-quant")
 #: ``lhp quantize qat --optimizer``: take over the run's optimizer moments (``state.npz``) as
 #: the float control (``lhp train --resume``) does, or start them afresh; the first is the default
 QAT_OPTIMIZER = ("continue", "fresh")
-#: ``lhp quantize qat --graph``: the graph QAT fake-quantises, the training graph under tfmot
-#: (``lhp_tf.quantize.qat_model``) or the int8 deploy graph (``lhp_tf.quantize.deploy_qat``);
-#: the first is the default
-QAT_GRAPHS = ("training", "deploy")
+#: ``lhp quantize qat --graph``: the graph QAT fake-quantises, the int8 deploy graph
+#: (``lhp_tf.quantize.deploy_qat``) or the training graph under tfmot
+#: (``lhp_tf.quantize.qat_model``); the first is the default
+QAT_GRAPHS = ("deploy", "training")
 #: the ``--int16`` selector that picks the ops itself (``lhp_tf.quantize.mixed``)
 INT16_AUTO = "auto"
 #: ``train.distribute`` strategies (``lhp_tf.distribute``)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the deploy graph 'lhp convert --target' will quantise (default xnnpack)")
     p.add_argument("--force", action="store_true", help="learn again even if the saved ranges are up to date")
 
-    p = sub.add_parser("qat", help="quantisation-aware fine-tuning (tfmot, tf_keras) -> int8 .tflite")
+    p = sub.add_parser("qat", help="quantisation-aware fine-tuning -> int8 .tflite")
     _common(p)
     _mixed(p)
     p.add_argument("--epochs", type=int, required=True)
@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=None, help="train on the first N training samples only")
     p.add_argument("--ranges", choices=QAT_RANGES, default=QAT_RANGES[0],
                    help="int8 ranges: 'calibrated' (default) converts the fine-tuned weights like "
-                        "'lhp convert --quant int8' (deploy graph, auto calibration, --int16, --target); "
-                        "'fake-quant' takes them from the QAT model's fake-quant nodes")
+                        "'lhp convert --quant int8' (deploy graph, --int16, --target; the ranges QAT trained "
+                        "under, or auto calibration after --graph training); 'fake-quant' takes them from "
+                        "tfmot's fake-quant nodes (--graph training)")
     p.add_argument("--target", choices=DEPLOY_TARGETS, default=None,
                    help="deploy graph form for --ranges calibrated (default xnnpack)")
     p.add_argument("--optimizer", choices=QAT_OPTIMIZER, default=QAT_OPTIMIZER[0],
@@ -80,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint, as 'lhp train --resume' does; 'fresh' starts them at zero (the data "
                         "order continues from the run's epoch either way)")
     p.add_argument("--graph", choices=QAT_GRAPHS, default=QAT_GRAPHS[0],
-                   help="the graph QAT fake-quantises: 'training' (tfmot, a tf_keras child) or 'deploy' "
-                        "(the int8 deploy graph, Keras 3, in this process; a fresh optimizer)")
+                   help="the graph QAT fake-quantises: 'deploy' (default: the int8 deploy graph under the "
+                        "checkpoint's learned ranges, Keras 3, in this process; exports with those ranges) or "
+                        "'training' (tfmot, a tf_keras child)")
     p.add_argument("--save-checkpoint", default=None, metavar="PATH.keras",
                    help="also keep the fine-tuned float model (--ranges calibrated), to convert again later")
     return parser

@@ -1,12 +1,10 @@
-"""Quantisation-aware training on the deploy graph (``lhp quantize qat --graph deploy``).
+"""Quantisation-aware training on the deploy graph (``lhp quantize qat``, ``--graph deploy``).
 
-The tfmot path (:mod:`lhp_tf.quantize.qat_model`) fake-quantises the TRAINING graph, while the
-int8 model that ships rounds where the deploy graph (:mod:`lhp_tf.converters.deploy`) puts its
-tensors: SCAF products at the source's size, channel means as convs, pools as strided steps,
-BatchNorm folded into the convs. Three QAT epochs there left the shipped int8 of the synthetic
-lhp-small (20 epochs) 0.164 points from QAT's own float, while the same weights scored 0.094
-from it through tfmot's own graph (README). Here the simulation is the deploy graph itself, in
-Keras 3, no tfmot, in the calling process:
+The int8 model that ships rounds where the deploy graph (:mod:`lhp_tf.converters.deploy`) puts
+its tensors: SCAF products at the source's size, channel means as convs, pools as strided
+steps, BatchNorm folded into the convs. tfmot's path (``--graph training``,
+:mod:`lhp_tf.quantize.qat_model`) fake-quantises the TRAINING graph instead. Here the
+simulation is the deploy graph itself, in Keras 3, no tfmot, in the calling process:
 
 * the graph is :func:`~lhp_tf.converters.deploy.deploy_model` for int8 without its layout
   rewrites (``layout_rewrites=False``: they lay the same int8 values out differently), so
@@ -19,51 +17,58 @@ Keras 3, no tfmot, in the calling process:
   output read only by the ReLU the converter fuses into it;
 * conv and depthwise kernels are rounded per output channel, symmetric, as the converter
   quantises them (:class:`FakeQuantConv`);
-* ranges are the float deploy graph's min/max on augmented training batches, fixed for the
-  fine-tuning (the shipped model is calibrated again afterwards, as ``lhp convert`` does);
-* BatchNorm is folded, so there are no batch statistics: the folded convs train as plain
-  convs, and :func:`write_back` puts them into the checkpoint's conv + BatchNorm pairs as an
-  identity BatchNorm (gamma 1, mean 0, variance 1 - epsilon, beta the folded bias), which the
-  deploy graph folds back to the same conv.
+* each conv is computed from the CHECKPOINT's variables (``trains_weights``): its kernel and
+  bias, and the BatchNorm folded into it with its moving statistics, in the graph
+  (:func:`folded_weights`; checked against the deploy graph's own folded copy when built). So
+  QAT trains the checkpoint's own variables in place, all of them, and the run's optimizer
+  state (``state.npz``) applies as it is: QAT continues the run - Adam's moments and step, the
+  schedule's last rate, the data order from the epoch the run finished - exactly as its float
+  control ``lhp train --resume`` does, differing only in the forward pass (and in BatchNorm's
+  statistics, frozen: the deploy graph folds the moving ones);
+* the ranges are the checkpoint's learned int8 ranges (:mod:`lhp_tf.quantize.learned_ranges`,
+  ``lhp convert``'s default calibration, learned first if ``best.ranges.json`` is missing),
+  min/max of augmented training faces for the few tensors without one, fixed while training;
+  the export converts with those same ranges (they are saved as the tuned checkpoint's ranges
+  file): the weights learned to live with them.
 
-The optimizer starts fresh (a folded conv has no Adam moments in the run's state); the data
-order continues at the epoch the run finished, as the float control's does.
+Measured (the synthetic checkpoints of the README's drift tables, an AVX-512/AMX x86 machine, 1
+epoch, held-out faces; ``lhp quantize qat RUN/best.keras --graph deploy --epochs 1 -o F
+--save-checkpoint D/qat.keras``, ``lhp quantize drift D/qat.keras --data
+RUN/int8_drift/full.npz --int8 F``; the control: ``state.npz`` and ``recipe.yaml`` copied,
+``python -m lhp_tf.train C/recipe.yaml --workdir C --resume --no-ranges --set train.epochs=E+1``,
+scored with ``lhp quantize drift C/last.keras``):
 
-Measured (synthetic checkpoints retrained on an AVX2 x86 machine, held-out faces, ``lhp
-quantize qat RUN/best.keras --graph deploy --epochs E -o F --save-checkpoint D/qat.keras``,
-then ``lhp quantize drift D/qat.keras --data RUN/int8_drift/full.npz --int8 F``; the controls
-are the README's float runs trained E more epochs, this machine kind reproducing them):
+==========  ===============  ==========  =============  =============  ======  ============================
+model       QAT's own float  QAT int8    control float  QAT - control  budget  training graph / first form
+==========  ===============  ==========  =============  =============  ======  ============================
+small 10ep  4.251            4.243       4.262          -0.019         0.100   +0.160
+small 20ep  3.687            3.707       3.665          +0.042         0.100   +0.065
+large 10ep  5.602            5.636       5.552          +0.084         0.111   +0.179 / +0.257
+large 20ep  3.695            3.767       3.629          +0.139         0.100   +0.230
+==========  ===============  ==========  =============  =============  ======  ============================
 
-==========  ======  ===============  ========  =============  =============  ==================
-model       epochs  QAT's own float  int8      control float  QAT - control  training graph's
-==========  ======  ===============  ========  =============  =============  ==================
-small 20ep  1       3.471            3.636     3.518          +0.118         +0.134
-small 20ep  3       3.399            3.650     3.431          +0.219         +0.182
-large 10ep  1       4.887            5.163     4.841          +0.322         +0.325
-==========  ======  ===============  ========  =============  =============  ==================
+The 20-epoch lhp-large stays over budget. Where its gap comes from (same checkpoint, same
+control): the same fine-tuning with rounding switched off (frozen BatchNorm, deploy graph)
+scores 3.619, the control's 3.629, so freezing BatchNorm costs nothing and rounding during
+training costs QAT's own float 0.07; int8 then adds 0.07 to that float. Tried, not kept (one
+seeded run each): the ranges trained with the weights (LSQ, Adam steps of 1 % of each bound):
+float 3.652, int8 3.776 (+0.148); QDrop-style training, half or three quarters of each tensor's
+elements left unrounded per step: int8 3.742 (+0.113) and 3.740 (+0.111), closer but over.
 
-The deploy graph fixes what the training graph's simulation cost
-QAT's FLOAT weights (lhp-large 1 epoch: 4.887 against its control's 4.841, where tfmot's
-network ended at 5.005), but not int8's own cost: int8 sits 0.165-0.276 above QAT's own float,
-as post-training int8 sits above the checkpoint's (+0.176 and +0.261). The simulation is
-faithful in size (lhp-small 20 epochs, 16 augmented faces: its heatmaps 0.0091 RMS from float,
-the shipped int8's 0.0088) but not in pattern (0.0110 from each other: the shipped model is
-calibrated again, MSE or min/max, on other images), and with fixed ranges the straight-through
-gradient sees rounding as identity: over one epoch the simulation's own error moved 0.0091 ->
-0.0090. What the weights learn is the float task. So ``training`` stays the default.
-
-What the simulation is good for: learning the RANGES end to end, weights frozen
-(:mod:`lhp_tf.quantize.learned_ranges`, the default ``export.calibration``: LSQ-style ranges,
-so rounding error reaches them too, started from the converter's table and written back into
-it): pure int8 held-out drift of lhp-small 10 / 20 epochs +0.111 / +0.176 -> +0.044 / +0.028,
-lhp-large 10 epochs +0.261 -> +0.026. QAT's int8 export (``--ranges calibrated``) takes the
-recipe's calibration, so it learns the ranges of the fine-tuned weights the same way.
+The first form of this module (last column) trained frozen BN-folded COPIES of the convs with a fresh Adam
+(folded convs have no moments in the run's state) and wrote them back as identity BatchNorms:
+on lhp-large 10 epochs its own float fell behind the control (5.697 against 5.552) before any
+rounding. Converting with ranges learned again for the tuned weights (weights frozen, from
+the MSE table) instead of the ones QAT trained under: small 10 / 20 epochs and large 10 epochs
++0.081 / +0.036 / +0.091 against the control.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,6 +91,24 @@ def _keras() -> Any:
     from lhp_tf.model.kbackend import keras
 
     return keras
+
+
+def folded_weights(conv: Any, bn: Any) -> tuple[Any, Any]:
+    """The kernel and bias (None: no bias) of ``bn(conv(x))`` as one conv, computed from their
+    variables (``bn`` None: ``conv``'s own), so that gradients reach them; the same folding as
+    the deploy graph's (:mod:`lhp_tf.converters.deploy`), with BatchNorm's moving statistics."""
+    import tensorflow as tf
+
+    keras = _keras()
+    kernel, bias = conv.kernel, (conv.bias if conv.use_bias else None)
+    if bn is None:
+        return kernel, bias
+    factor = (bn.gamma if bn.scale else 1.0) / tf.sqrt(bn.moving_variance + bn.epsilon)
+    # Conv2D kernels end in output channels; depthwise ones in (input channel, multiplier)
+    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+    kernel = kernel * tf.reshape(factor, tuple(kernel.shape[-2:]) if depthwise else (-1,))
+    shifted = (bias if bias is not None else 0.0) - bn.moving_mean
+    return kernel, (bn.beta if bn.center else 0.0) + shifted * factor
 
 
 def fake_quant_classes() -> tuple[type, type]:
@@ -120,18 +143,29 @@ def fake_quant_classes() -> tuple[type, type]:
             return tf.quantization.fake_quant_with_min_max_vars(x, self.lo, self.hi, num_bits=8)
 
     class FakeQuantConv(keras.layers.Layer):
-        """``conv`` (Conv2D or DepthwiseConv2D, its own variables) with its kernel rounded per
-        output channel to int8 [-127, 127], gradient straight through."""
+        """``conv`` (Conv2D or DepthwiseConv2D) with its kernel rounded per output channel to
+        int8 [-127, 127], gradient straight through. With ``trained`` (the checkpoint's conv and
+        the BatchNormalization folded into it, or None) the kernel and bias are computed from
+        THEIR variables, BatchNorm folded with its moving statistics: training then moves the
+        checkpoint's own weights, which the run's optimizer state belongs to."""
 
-        def __init__(self, conv: Any, **kwargs: Any) -> None:
+        def __init__(self, conv: Any, trained: tuple[Any, Any] | None = None, **kwargs: Any) -> None:
             super().__init__(name=f"{conv.name}_fq", **kwargs)
             self.conv = conv
+            self.trained = trained
             self.depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
             self.observing = False
 
+        def kernel_and_bias(self) -> tuple[Any, Any]:
+            if self.trained is None:
+                c = self.conv
+                return c.kernel, (c.bias if c.use_bias else None)
+            return folded_weights(*self.trained)
+
         def call(self, x: Any) -> Any:
             c = self.conv
-            kq = k = c.kernel
+            k, bias = self.kernel_and_bias()
+            kq = k
             if not self.observing:
                 axes = [0, 1] if self.depthwise else [0, 1, 2]
                 scale = tf.maximum(tf.reduce_max(tf.abs(k), axis=axes, keepdims=True), 1e-12) / 127.0
@@ -143,8 +177,8 @@ def fake_quant_classes() -> tuple[type, type]:
                 if c.groups != 1:
                     raise LhpError(f"{c.name}: grouped convs are not simulated")
                 y = keras.ops.conv(x, kq, strides=c.strides, padding=c.padding, dilation_rate=c.dilation_rate)
-            if c.use_bias:
-                y = y + c.bias
+            if bias is not None:
+                y = y + bias
             return c.activation(y)
 
     return FakeQuant, FakeQuantConv
@@ -178,10 +212,9 @@ class Simulation:
     fake_quants: list[Any]
     #: the convs with rounded kernels (FakeQuantConv)
     fake_quant_convs: list[Any]
-    #: names of the folded convs it trains (each named as the checkpoint's conv)
-    folded: set[str]
-    #: the deploy graph's layers by name (the convs are wrapped in the model)
-    layers: dict[str, Any]
+    #: the checkpoint's trainable variables the simulation computes with, in the checkpoint's
+    #: order (empty unless built with ``trains_weights``)
+    trained_variables: list[Any]
 
     def rounding(self, on: bool) -> None:
         """Round (the int8 simulation) or not (the float deploy graph; FakeQuants then widen
@@ -190,18 +223,45 @@ class Simulation:
             layer.observing = not on
 
 
-def simulation(trained: Any, target: str = "xnnpack", batch_size: int | None = None) -> Simulation:
+def _checkpoint_convs(trained: Any, graph: Any) -> dict[str, tuple[Any, Any]]:
+    """``{deploy conv name: (the checkpoint's conv, its folded BatchNorm or None)}`` for every
+    conv of the deploy graph that is a frozen copy of one of the checkpoint's, checked to hold
+    exactly the weights computed from them (a copy whose channels the deploy graph reordered
+    would make training move the wrong weights: refused)."""
+    from lhp_tf.converters.deploy import folded_convs
+
+    keras = _keras()
+    convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    pairs = folded_convs(trained)
+    own = {layer.name: layer for layer in trained.layers if type(layer) in convs}
+    found = {}
+    for layer in graph.layers:
+        if type(layer) not in convs or layer.name not in own or own[layer.name] is layer:
+            continue  # a constant conv of the rewrites, or the checkpoint's layer itself
+        source = (own[layer.name], pairs.get(layer.name))
+        kernel, bias = folded_weights(*source)
+        copy = layer.get_weights()
+        computed = [np.asarray(kernel), np.zeros(copy[-1].shape, np.float32) if bias is None else np.asarray(bias)]
+        if len(copy) != 2 or any(a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+                                 for a, b in zip(copy, computed, strict=True)):
+            raise LhpError(f"QAT simulation of {trained.name}: the deploy graph's {layer.name} is not the checkpoint's "
+                           "conv folded with its BatchNorm (reordered channels?); its weights cannot train")
+        found[layer.name] = source
+    return found
+
+
+def simulation(trained: Any, target: str = "xnnpack", batch_size: int | None = None,
+               trains_weights: bool = False) -> Simulation:
     """The int8 deploy graph of ``trained`` for ``target`` with fake quantisation (``batch_size``:
-    None for a dynamic batch; the ``npu`` form needs a fixed one)."""
-    from lhp_tf.converters.deploy import deploy_model, folded_convs
+    None for a dynamic batch; the ``npu`` form needs a fixed one). ``trains_weights``: every conv
+    is computed from the checkpoint's own variables (BatchNorm folded in the graph, with its
+    moving statistics) so that QAT trains them; otherwise from the deploy graph's frozen copies."""
+    from lhp_tf.converters.deploy import deploy_model
 
     keras = _keras()
     FakeQuant, FakeQuantConv = fake_quant_classes()
-    folded = set(folded_convs(trained))
     graph = deploy_model(trained, target, "int8", batch_size=batch_size, layout_rewrites=False)
-    for layer in graph.layers:
-        if layer.name in folded:
-            layer.trainable = True  # the deploy graph freezes the folded copies it makes
+    sources = _checkpoint_convs(trained, graph) if trains_weights else {}
     fqs: list[Any] = []
     on_grid: dict[int, Any] = {}  # id(raw tensor) -> its rounded tensor
     kept: list[Any] = []  # raw tensors stay alive so their ids stay unique
@@ -231,7 +291,7 @@ def simulation(trained: Any, target: str = "xnnpack", batch_size: int | None = N
         arg = inputs if isinstance(x, list | tuple) else inputs[0]
         permutation = _is_permutation(layer)
         if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and not permutation:
-            y = FakeQuantConv(layer)(arg)
+            y = FakeQuantConv(layer, sources.get(layer.name))(arg)
         else:
             y = layer(arg, *args[1:], **kwargs)
         ys = list(y) if isinstance(y, list | tuple) else [y]
@@ -251,7 +311,8 @@ def simulation(trained: Any, target: str = "xnnpack", batch_size: int | None = N
     sim = keras.Model(sim.inputs, out, name=f"{trained.name}_int8_sim")
     fqs = [layer for layer in sim.layers if isinstance(layer, FakeQuant)]
     convs = [layer for layer in sim.layers if isinstance(layer, FakeQuantConv)]
-    return Simulation(sim, fqs, convs, folded, {layer.name: layer for layer in graph.layers})
+    used = {id(v) for v in sim.trainable_variables} if trains_weights else set()
+    return Simulation(sim, fqs, convs, [v for v in trained.trainable_variables if id(v) in used])
 
 
 def calibrate(sim: Simulation, batches: Sequence[np.ndarray]) -> None:
@@ -271,61 +332,74 @@ def calibrate(sim: Simulation, batches: Sequence[np.ndarray]) -> None:
         fq.hi.assign(max(hi, lo + MIN_RANGE))
 
 
-def write_back(sim: Simulation, trained: Any) -> int:
-    """Put the fine-tuned folded convs into ``trained``'s conv + BatchNorm pairs (an identity
-    BatchNorm after the folded kernel; the other layers are shared and trained in place).
-    Returns how many pairs were written."""
-    from lhp_tf.converters.deploy import folded_convs
-
-    pairs = folded_convs(trained)
-    for name in sim.folded:
-        conv, bn = trained.get_layer(name), pairs[name]
-        kernel, bias = (np.asarray(w) for w in sim.layers[name].get_weights())
-        if not (bn.center and bn.scale):
-            raise LhpError(f"{bn.name}: QAT on the deploy graph needs a BatchNorm with center and scale")
-        conv.kernel.assign(kernel)
-        if conv.use_bias:
-            conv.bias.assign(np.zeros_like(bias))
-        bn.gamma.assign(np.ones_like(bias))
-        bn.beta.assign(bias)
-        bn.moving_mean.assign(np.zeros_like(bias))
-        bn.moving_variance.assign(np.full_like(bias, 1.0 - bn.epsilon))
-    return len(sim.folded)
+def start_ranges(sim: Simulation, ranges: Mapping[str, Sequence[float]]) -> list[Any]:
+    """Set the fake-quant nodes whose writing layer ``ranges`` names (a learned-ranges file's
+    ``{layer: [lo, hi]}``) to that range; returns those nodes."""
+    started = [fq for fq in sim.fake_quants if fq.fixed is None and fq.source in ranges]
+    for fq in started:
+        lo = min(float(ranges[fq.source][0]), 0.0)
+        fq.lo.assign(lo)
+        fq.hi.assign(max(float(ranges[fq.source][1]), lo + MIN_RANGE))
+    return started
 
 
-def finished_epoch(checkpoint: str) -> int:
-    """The epoch the run beside ``checkpoint`` had finished (0 without a state file)."""
-    from pathlib import Path
+def resumed_optimizer(trained: Any, recipe: Recipe, checkpoint: str | os.PathLike[str],
+                      moments: bool = True) -> tuple[Any, int]:
+    """The recipe's optimizer over ``trained``'s trainable variables as ``lhp train --resume``
+    rebuilds it from the run's ``state.npz`` beside ``checkpoint`` (with ``moments``: its
+    moments and step count), and the epoch the run had finished; a fresh one (and epoch 0
+    without a state file) otherwise, said on stdout."""
+    from lhp_tf.checkpoint import STATE_FILE, CheckpointError, assign_all, load_state
+    from lhp_tf.train import make_optimizer
 
-    from lhp_tf.checkpoint import STATE_FILE, CheckpointError, load_state
-
+    optimizer = make_optimizer(recipe)
+    optimizer.build(trained.trainable_variables)
+    path = Path(checkpoint).parent / STATE_FILE
     try:
-        return int(load_state(Path(checkpoint).parent / STATE_FILE).epoch)
-    except CheckpointError:
-        return 0
+        state = load_state(path)
+    except CheckpointError as exc:
+        print(f"qat (deploy graph): a fresh {recipe.train.optimizer} from epoch 0 ({exc})", flush=True)
+        return optimizer, 0
+    if not moments:
+        print(f"qat (deploy graph): a fresh {recipe.train.optimizer} (--optimizer fresh); data from "
+              f"{path}'s epoch {state.epoch}", flush=True)
+        return optimizer, int(state.epoch)
+    try:
+        assign_all(optimizer.variables, state.optimizer, "optimizer state", path)
+    except CheckpointError as exc:
+        print(f"qat (deploy graph): a fresh {recipe.train.optimizer} ({exc}); data from epoch {state.epoch}", flush=True)
+        return optimizer, int(state.epoch)
+    last = len(state.weights) == len(trained.weights) and all(
+        np.array_equal(a, b) for a, b in zip(state.weights, trained.get_weights(), strict=True))
+    print(f"qat (deploy graph): continues {path}'s optimizer (step {int(optimizer.iterations.numpy())}, epoch "
+          f"{state.epoch}{'' if last else '; the checkpoint is not its last weights'})", flush=True)
+    return optimizer, int(state.epoch)
 
 
-def train_on_deploy_graph(trained: Any, recipe: Recipe, epochs: int, lr: float, first_epoch: int = 0,
-                          steps_per_epoch: int | None = None, max_samples: int | None = None) -> Simulation:
-    """Fine-tune ``trained`` (Keras 3, in place) for ``epochs`` through its int8 deploy-graph
-    simulation on the recipe's training pipeline and heatmap loss; returns the simulation."""
-    from lhp_tf.train import configure_tf, make_optimizer
+def train_on_deploy_graph(trained: Any, recipe: Recipe, checkpoint: str | os.PathLike[str], epochs: int, lr: float,
+                          ranges: Mapping[str, Sequence[float]] | None = None, moments: bool = True,
+                          steps_per_epoch: int | None = None, max_samples: int | None = None) -> dict[str, list[float]]:
+    """Fine-tune ``trained`` (Keras 3, its own variables, in place) for ``epochs`` through its
+    int8 deploy-graph simulation on the recipe's training pipeline and heatmap loss, continuing
+    the run of ``checkpoint`` (:func:`resumed_optimizer`), under fixed fake-quant ranges: min/max
+    on augmented training faces, then ``ranges`` where they name the tensor. Returns the ranges
+    of the tensors ``ranges`` named (what to convert with)."""
+    from lhp_tf.train import configure_tf
 
     from .calibration import probe_images
     from .qat import fine_tune
 
     configure_tf(recipe)
-    sim = simulation(trained)
+    sim = simulation(trained, trains_weights=True)
     batch = recipe.train.batch_size
     faces = probe_images(recipe, RANGE_BATCHES * batch)
     calibrate(sim, [faces[i:i + batch] for i in range(0, len(faces), batch)])
-    print(f"qat (deploy graph): {len(sim.fake_quants)} fake-quant tensors, {len(sim.folded)} folded convs, ranges from "
-          f"{len(faces)} augmented training faces", flush=True)
-    variables = sim.model.trainable_variables
-    optimizer = make_optimizer(recipe)
-    optimizer.build(variables)
+    started = start_ranges(sim, ranges or {})
+    print(f"qat (deploy graph): {len(sim.fake_quants)} fake-quant tensors ({len(started)} with learned ranges, the "
+          f"rest min/max of {len(faces)} augmented training faces), {len(sim.trained_variables)} of the "
+          f"checkpoint's {len(trained.trainable_variables)} trainable variables", flush=True)
+    optimizer, first = resumed_optimizer(trained, recipe, checkpoint, moments)
     optimizer.learning_rate.assign(lr)
-    fine_tune(recipe, lambda images: sim.model([images], training=False), variables, optimizer, first_epoch, epochs,
-              steps_per_epoch, max_samples)
-    write_back(sim, trained)
-    return sim
+    fine_tune(recipe, lambda images: sim.model([images], training=False), sim.trained_variables, optimizer, first,
+              epochs, steps_per_epoch, max_samples)
+    return {fq.source: [float(b) for b in ranges[fq.source]] for fq in started} if ranges else {}

@@ -164,6 +164,43 @@ def _lsq(tf: Any, x: Any, lo: Any, hi: Any) -> Any:
     return tf.clip_by_value(u + tf.stop_gradient(tf.round(u) - u), 0.0, 255.0) * s + lo
 
 
+class TrainableRanges:
+    """The ranges of simulation fake-quant nodes ``fqs`` as one trainable ``(n, 2)`` variable
+    (``bounds``), each node rounding LSQ-style (:func:`_lsq`) from then on, stepped by Adam with
+    steps relative to each bound's size (``rate``): a bound at 0 (a ReLU's) stays there."""
+
+    def __init__(self, fqs: Sequence[Any], rate: float) -> None:
+        import tensorflow as tf
+
+        self.fqs = list(fqs)
+        self.rate = rate
+        self.bounds = tf.Variable(np.array([[float(fq.lo.numpy()), float(fq.hi.numpy())] for fq in self.fqs],
+                                           np.float32), name="int8_ranges")
+        bounds = self.bounds
+        for i, fq in enumerate(self.fqs):
+            fq.call = types.MethodType(lambda self, x, _i=i: _lsq(tf, x, bounds[_i, 0], bounds[_i, 1]), fq)
+        self.first = tf.Variable(tf.zeros_like(bounds))
+        self.second = tf.Variable(tf.zeros_like(bounds))
+        self.count = tf.Variable(0.0)
+
+    def step(self, grad: Any) -> None:
+        """One Adam step on ``bounds`` along ``grad`` (its loss gradient)."""
+        import tensorflow as tf
+
+        self.count.assign_add(1.0)
+        self.first.assign(0.9 * self.first + 0.1 * grad)
+        self.second.assign(0.999 * self.second + 0.001 * grad * grad)
+        m, v = self.first / (1.0 - 0.9 ** self.count), self.second / (1.0 - 0.999 ** self.count)
+        self.bounds.assign_sub(self.rate * m / (tf.sqrt(v) + 1e-12) * tf.abs(self.bounds))
+
+    def ranges(self) -> dict[str, list[float]]:
+        """``{writing layer: [lo, hi]}``, zero inside, as a ranges file holds them."""
+        out = {}
+        for fq, (lo, hi) in zip(self.fqs, self.bounds.numpy(), strict=True):
+            out[fq.source] = [float(min(lo, 0.0)), float(max(hi, 0.0, min(lo, 0.0) + 1e-6))]
+        return out
+
+
 def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndarray], key: Key,
           seed: int = 0) -> LearnedRanges:
     """Ranges for ``float_model`` (the int8 deploy graph of ``trained`` for ``key.target`` as a
@@ -195,25 +232,14 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
     sim.rounding(False)
     reference = np.concatenate([np.asarray(sim.model([x], training=False)) for x in batches])[:len(images)]
     sim.rounding(True)
-    bounds = tf.Variable(np.array([[float(fq.lo.numpy()), float(fq.hi.numpy())] for fq in matched], np.float32))
-    for i, fq in enumerate(matched):
-        fq.call = types.MethodType(lambda self, x, _i=i: _lsq(tf, x, bounds[_i, 0], bounds[_i, 1]), fq)
-    first = tf.Variable(tf.zeros_like(bounds))
-    second = tf.Variable(tf.zeros_like(bounds))
-    count = tf.Variable(0.0)
+    trainable = TrainableRanges(matched, key.learning_rate)
     xs, ys = tf.constant(images), tf.constant(reference)
-    lr = key.learning_rate
 
     @tf.function(autograph=False)  # no Python control flow to convert
     def step(idx: Any) -> Any:
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.square(sim.model([tf.gather(xs, idx)], training=False) - tf.gather(ys, idx)))
-        grad = tape.gradient(loss, bounds)
-        count.assign_add(1.0)
-        first.assign(0.9 * first + 0.1 * grad)
-        second.assign(0.999 * second + 0.001 * grad * grad)
-        m, v = first / (1.0 - 0.9 ** count), second / (1.0 - 0.999 ** count)
-        bounds.assign_sub(lr * m / (tf.sqrt(v) + 1e-12) * tf.abs(bounds))
+        trainable.step(tape.gradient(loss, trainable.bounds))
         return loss
 
     order = np.random.default_rng(seed).integers(0, len(images), (key.steps, batch), dtype=np.int32)
@@ -225,9 +251,7 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
         losses = [float(step(tf.constant(idx))) for idx in order]
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False, **options})
-    ranges: dict[str, list[float]] = {}
-    for fq, (lo, hi) in zip(matched, bounds.numpy(), strict=True):
-        ranges[fq.source] = [float(min(lo, 0.0)), float(max(hi, 0.0, min(lo, 0.0) + 1e-6))]
+    ranges = trainable.ranges()
     stats = {"trained": len(matched), "fake_quants": len(sim.fake_quants), "loss_first": losses[0],
              "loss_last": losses[-1], "seconds": round(time.perf_counter() - start, 1)}
     return LearnedRanges(ranges, key, stats)
@@ -278,24 +302,48 @@ def learn_for_checkpoint(checkpoint: str | os.PathLike[str], recipe: str | os.Pa
     and whether they were learned now."""
     from lhp_tf.converters.inference_model import inference_model, load_checkpoint
     from lhp_tf.converters.quantizer import calibrate
-    from lhp_tf.converters.run_folder import find_recipe
     from lhp_tf.converters.tflite import float_tflite
 
     from lhp_tf.kinds import LEARNED_START
 
     from .calibration import calibration_images, one_split_read
 
-    rec = find_recipe(checkpoint, recipe, overrides)
-    target = target or DEFAULT_TARGET
-    with one_split_read():
-        images = calibration_images(rec, calib_samples)
-    key = Key.of(checkpoint, target, len(images), rec.export.learned_steps)
+    rec, key = conversion_key(checkpoint, recipe, overrides, target, calib_samples)
+    target = key.target
     path = ranges_path(checkpoint, target)
     if not force and path.is_file():
         saved, _ = saved_for(checkpoint, key)
         if saved is not None:
             return path, saved, False
+    with one_split_read():
+        images = calibration_images(rec, calib_samples)
     trained, spec = load_checkpoint(checkpoint, rec)
     float_model = float_tflite(inference_model(trained, spec, 1, where=str(checkpoint), target=target, quant="int8"))
     learned = learn(trained, float_model, calibrate(float_model, images, LEARNED_START), images, key)
     return save(path, learned), learned, True
+
+
+def conversion_key(checkpoint: str | os.PathLike[str], recipe: str | os.PathLike[str] | None = None,
+                   overrides: Sequence[str] = (), target: str | None = None,
+                   calib_samples: int | None = None) -> tuple[Any, Key]:
+    """``(recipe, Key)`` of ``lhp convert --quant int8 --target TARGET`` of ``checkpoint``: the
+    key its saved ranges must carry to be used."""
+    from lhp_tf.converters.run_folder import find_recipe
+
+    from .calibration import calibration_images, one_split_read
+
+    rec = find_recipe(checkpoint, recipe, overrides)
+    with one_split_read():
+        count = len(calibration_images(rec, calib_samples))
+    return rec, Key.of(checkpoint, target or DEFAULT_TARGET, count, rec.export.learned_steps)
+
+
+def keep_for_checkpoint(checkpoint: str | os.PathLike[str], ranges: dict[str, list[float]], stats: dict[str, Any],
+                        recipe: str | os.PathLike[str] | None = None, overrides: Sequence[str] = (),
+                        calib_samples: int | None = None) -> Path:
+    """Save ``ranges`` (``{layer: [lo, hi]}``, made otherwise than by :func:`learn`; ``stats``
+    says how) as the ranges ``lhp convert --quant int8`` of ``checkpoint`` takes for the default
+    target. QAT on the deploy graph trains its weights under fixed ranges
+    (:mod:`lhp_tf.quantize.deploy_qat`): those are the ones to convert with."""
+    _, key = conversion_key(checkpoint, recipe, overrides, DEFAULT_TARGET, calib_samples)
+    return save(ranges_path(checkpoint, key.target), LearnedRanges(dict(ranges), key, dict(stats)))

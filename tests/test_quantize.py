@@ -139,8 +139,9 @@ def test_qat_runs_one_step_and_exports_int8(run: Path, tmp_path: Path, ranges: s
 
     out = tmp_path / "qat.tflite"
     keep = ["--save-checkpoint", str(tmp_path / "tuned" / "qat.keras")] if ranges == "calibrated" else []
-    assert main(["quantize", "qat", str(run), "--epochs", "1", "--steps-per-epoch", "1", "--lr", "0.01",
-                 "--max-samples", "8", "--calib-samples", "4", "--ranges", ranges, "-o", str(out), *keep]) == 0
+    assert main(["quantize", "qat", str(run), "--graph", "training", "--epochs", "1", "--steps-per-epoch", "1",
+                 "--lr", "0.01", "--max-samples", "8", "--calib-samples", "4", "--ranges", ranges, "-o", str(out),
+                 *keep]) == 0
     meta = read_metadata(out)
     assert meta["quant"] == "int8" and meta["qat_epochs"] == 1
     assert meta["calibration"] == ("qat" if ranges == "fake-quant" else "auto")

@@ -51,7 +51,7 @@ The 20-epoch lhp-large stays over budget. Where its gap comes from (same checkpo
 control): the same fine-tuning with rounding switched off (frozen BatchNorm, deploy graph)
 scores 3.619, the control's 3.629, so freezing BatchNorm costs nothing and rounding during
 training costs QAT's own float 0.07; int8 then adds 0.07 to that float. Tried, not kept (one
-seeded run each): the ranges trained with the weights (LSQ, Adam steps of 1 % of each bound):
+seeded run each, ad-hoc scripts on this module's functions, not kept): the ranges trained with the weights (LSQ, Adam steps of 1 % of each bound):
 float 3.652, int8 3.776 (+0.148); QDrop-style training, half or three quarters of each tensor's
 elements left unrounded per step: int8 3.742 (+0.113) and 3.740 (+0.111), closer but over.
 

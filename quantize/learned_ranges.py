@@ -306,17 +306,14 @@ def learn_for_checkpoint(checkpoint: str | os.PathLike[str], recipe: str | os.Pa
 
     from lhp_tf.kinds import LEARNED_START
 
-    from .calibration import calibration_images, one_split_read
 
-    rec, key = conversion_key(checkpoint, recipe, overrides, target, calib_samples)
+    rec, images, key = conversion_key(checkpoint, recipe, overrides, target, calib_samples)
     target = key.target
     path = ranges_path(checkpoint, target)
     if not force and path.is_file():
         saved, _ = saved_for(checkpoint, key)
         if saved is not None:
             return path, saved, False
-    with one_split_read():
-        images = calibration_images(rec, calib_samples)
     trained, spec = load_checkpoint(checkpoint, rec)
     float_model = float_tflite(inference_model(trained, spec, 1, where=str(checkpoint), target=target, quant="int8"))
     learned = learn(trained, float_model, calibrate(float_model, images, LEARNED_START), images, key)
@@ -325,17 +322,17 @@ def learn_for_checkpoint(checkpoint: str | os.PathLike[str], recipe: str | os.Pa
 
 def conversion_key(checkpoint: str | os.PathLike[str], recipe: str | os.PathLike[str] | None = None,
                    overrides: Sequence[str] = (), target: str | None = None,
-                   calib_samples: int | None = None) -> tuple[Any, Key]:
-    """``(recipe, Key)`` of ``lhp convert --quant int8 --target TARGET`` of ``checkpoint``: the
-    key its saved ranges must carry to be used."""
+                   calib_samples: int | None = None) -> tuple[Any, np.ndarray, Key]:
+    """``(recipe, calibration images, Key)`` of ``lhp convert --quant int8 --target TARGET`` of
+    ``checkpoint``: the key its saved ranges must carry to be used."""
     from lhp_tf.converters.run_folder import find_recipe
 
     from .calibration import calibration_images, one_split_read
 
     rec = find_recipe(checkpoint, recipe, overrides)
     with one_split_read():
-        count = len(calibration_images(rec, calib_samples))
-    return rec, Key.of(checkpoint, target or DEFAULT_TARGET, count, rec.export.learned_steps)
+        images = calibration_images(rec, calib_samples)
+    return rec, images, Key.of(checkpoint, target or DEFAULT_TARGET, len(images), rec.export.learned_steps)
 
 
 def keep_for_checkpoint(checkpoint: str | os.PathLike[str], ranges: dict[str, list[float]], stats: dict[str, Any],
@@ -345,5 +342,5 @@ def keep_for_checkpoint(checkpoint: str | os.PathLike[str], ranges: dict[str, li
     says how) as the ranges ``lhp convert --quant int8`` of ``checkpoint`` takes for the default
     target. QAT on the deploy graph trains its weights under fixed ranges
     (:mod:`lhp_tf.quantize.deploy_qat`): those are the ones to convert with."""
-    _, key = conversion_key(checkpoint, recipe, overrides, DEFAULT_TARGET, calib_samples)
+    _, _, key = conversion_key(checkpoint, recipe, overrides, DEFAULT_TARGET, calib_samples)
     return save(ranges_path(checkpoint, key.target), LearnedRanges(dict(ranges), key, dict(stats)))

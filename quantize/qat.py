@@ -161,7 +161,6 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
             qat_ranges = train_on_deploy_graph(trained, rec, checkpoint, epochs,
                                                lr if lr is not None else final_lr(rec), start.ranges,
                                                optimizer == "continue", steps_per_epoch, max_samples)
-            trained_under = {"source": "qat", "qat_from": str(checkpoint), "qat_epochs": epochs}
         else:
             weights = Path(tmp) / "weights.npz"
             save_layer_weights(trained, weights)
@@ -196,8 +195,9 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
                 from .learned_ranges import keep_for_checkpoint, learn_for_checkpoint, ranges_path
 
                 if (target or DEFAULT_TARGET) == DEFAULT_TARGET:  # the graph QAT simulated: its ranges
-                    keep_for_checkpoint(tuned_checkpoint, qat_ranges, trained_under, None, set_calibration,
-                                        calib_samples)
+                    keep_for_checkpoint(tuned_checkpoint, qat_ranges,
+                                        {"source": "qat", "qat_from": str(checkpoint), "qat_epochs": epochs},
+                                        None, set_calibration, calib_samples)
                 else:
                     learn_for_checkpoint(tuned_checkpoint, None, set_calibration, target, calib_samples)
             if save_checkpoint is not None:

@@ -18,7 +18,7 @@ held-out ``--split`` of its recipe's data, through the board's runtime and metri
 4. latency: float, each PTQ variant and QAT, 1 thread, rounds interleaved in one process
    (p10 and p50, and each one's ratio to float).
 
-    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 1] [--qat-graph training]
+    python benchmarks/int8_drift.py runs/synthetic-300w runs/synthetic-300w-large [--qat-epochs 3] [--qat-graph training]
 
 Budget: drift at most 0.1 NME points or 2 % of the float NME, whichever is larger.
 Everything is written under ``RUN/int8_drift/``; a step whose output exists is not redone.
@@ -32,6 +32,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from lhp_tf.quantize.deploy_qat import DROP
 
 from lhp_tf.kinds import QAT_GRAPHS
 
@@ -83,7 +85,8 @@ def measure(run: Path, split: str, qat_epochs: int, calib_samples: int | None,
         ptq[variant] = json.loads(report.read_text())
     float_model = out / "ptq_auto" / "float.tflite"
 
-    tag = f"qat{qat_epochs}_{qat_graph}"
+    # the deploy graph's QDrop share is part of what QAT ran: files of another share are not reused
+    tag = f"qat{qat_epochs}_{qat_graph}" + (f"_drop{DROP:g}" if qat_graph == "deploy" else "")
     qat_model = out / f"{tag}.tflite"
     qat_float = out / tag / "qat.keras"
     if not qat_model.is_file():
@@ -162,7 +165,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding best.keras and recipe.yaml")
     p.add_argument("--split", default="full", help="held-out split to score (default full)")
-    p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--qat-epochs", type=int, default=3, help="QAT epochs, and the control's extra epochs (default 3)")
     p.add_argument("--qat-graph", choices=QAT_GRAPHS, default=QAT_GRAPHS[0],
                    help="the graph QAT fake-quantises (lhp quantize qat --graph)")
     p.add_argument("--calib-samples", type=int, default=None)

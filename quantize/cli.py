@@ -2,7 +2,7 @@
 
     lhp quantize ptq   CKPT -o model.tflite [--int16 auto | --int16 LOGISTIC,...]
     lhp quantize drift CKPT --data EVAL.npz [--int8 M.tflite | --int16 ...] [--json]
-    lhp quantize qat   CKPT --epochs N -o model.tflite [--graph training|deploy] [--ranges calibrated|fake-quant] [--int16 ...]
+    lhp quantize qat   CKPT --epochs N -o model.tflite [--graph deploy|training] [--drop SHARE] [--ranges calibrated|fake-quant] [--int16 ...]
     lhp quantize ranges CKPT [--target xnnpack|npu|amx] [--force]   (learned int8 ranges -> CKPT_STEM.ranges.json)
 """
 
@@ -14,6 +14,8 @@ import os
 from collections.abc import Sequence
 
 from lhp_tf.kinds import DEPLOY_TARGETS, QAT_GRAPHS, QAT_OPTIMIZER, QAT_RANGES
+
+from .deploy_qat import DROP
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the graph QAT fake-quantises: 'deploy' (default: the int8 deploy graph under the "
                         "checkpoint's learned ranges, Keras 3, in this process; exports with those ranges) or "
                         "'training' (tfmot, a tf_keras child)")
+    p.add_argument("--drop", type=float, default=None, metavar="SHARE",
+                   help=f"--graph deploy: the share of each fake-quant tensor's elements left unrounded at "
+                        f"every step (QDrop; default {DROP}, 0 rounds them all)")
     p.add_argument("--save-checkpoint", default=None, metavar="PATH.keras",
                    help="also keep the fine-tuned float model (--ranges calibrated), to convert again later")
     return parser
@@ -129,6 +134,6 @@ def main(argv: Sequence[str]) -> int:
                                       max_samples=args.max_samples, calib_samples=args.calib_samples,
                                       ranges=args.ranges, target=args.target, int16=int16,
                                       save_checkpoint=args.save_checkpoint, optimizer=args.optimizer,
-                                      graph=args.graph)
+                                      graph=args.graph, drop=args.drop)
     print(f"wrote {out}")
     return 0

@@ -4,11 +4,13 @@ Two simulations (``--graph``, :data:`~lhp_tf.kinds.QAT_GRAPHS`):
 
 * ``deploy`` (the default, :mod:`lhp_tf.quantize.deploy_qat`): the int8 deploy graph that
   ships, in this process (Keras 3), every conv computed from the checkpoint's own conv and
-  BatchNorm variables, under the checkpoint's learned int8 ranges held fixed, continuing the
-  run's optimizer as its float control does; the export converts with those same ranges. The
-  better form against a float control on all four synthetic checkpoints (that module's table:
-  QAT - control -0.019 / +0.042 on lhp-small 10 / 20 epochs, +0.084 / +0.139 on lhp-large,
-  budget 0.1-0.11; the training graph gave +0.160 / +0.065 and +0.179 / +0.230, below).
+  BatchNorm variables, under the checkpoint's learned int8 ranges as the conversion quantises
+  with them, held fixed, half of each tensor's elements left unrounded per step (QDrop,
+  ``--drop``), continuing the run's optimizer as its float control does; the export converts
+  with those same ranges. Within budget against a float control on all four synthetic
+  checkpoints (that module's table, 3 epochs: QAT - control +0.085 / -0.034 on lhp-small 10 /
+  20 epochs, -0.045 / +0.024 on lhp-large, budget 0.1-0.11; the training graph gave
+  +0.083 / - / +0.101 / +0.260).
 * ``training``: tensorflow-model-optimization's fake-quant network on the training graph, in
   a child process; the rest of this docstring is about it.
 
@@ -105,14 +107,17 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
                                 max_samples: int | None = None, calib_samples: int | None = None,
                                 ranges: str = QAT_RANGES[0], target: str | None = None,
                                 int16: Sequence[str] = (), save_checkpoint: str | os.PathLike[str] | None = None,
-                                optimizer: str = QAT_OPTIMIZER[0], graph: str = QAT_GRAPHS[0]) -> Path:
+                                optimizer: str = QAT_OPTIMIZER[0], graph: str = QAT_GRAPHS[0],
+                                drop: float | None = None) -> Path:
     """Parent side: export weights + recipe, run the tf_keras child, return the written .tflite
     (``target`` and ``int16`` as in ``lhp convert``, for ``calibrated`` ranges;
     ``save_checkpoint``: also keep the fine-tuned float model there, a .keras that ``lhp
     convert`` and ``lhp quantize`` take like any checkpoint; the recipe, with QAT's
     calibration, is written beside it unless a recipe.yaml is there already; ``optimizer``: see
     :func:`save_optimizer_state`; ``graph``: ``training`` fake-quantises the training graph in a
-    tfmot child, ``deploy`` the int8 deploy graph in this process, :mod:`.deploy_qat`)."""
+    tfmot child, ``deploy`` the int8 deploy graph in this process, :mod:`.deploy_qat`; ``drop``:
+    the share of its fake-quant elements left unrounded per step, default
+    :data:`~.deploy_qat.DROP`)."""
     import json
 
     from lhp_tf.converters.deploy import DEFAULT_TARGET
@@ -132,6 +137,13 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         raise LhpError(f"--optimizer {optimizer!r}: expected one of {', '.join(QAT_OPTIMIZER)}")
     if graph not in QAT_GRAPHS:
         raise LhpError(f"--graph {graph!r}: expected one of {', '.join(QAT_GRAPHS)}")
+    if drop is not None and graph != "deploy":
+        raise LhpError(f"--drop {drop}: leaving elements unrounded is a deploy-graph simulation option (--graph deploy)")
+    if graph == "deploy":
+        from .deploy_qat import DROP, check_drop
+
+        drop = DROP if drop is None else drop
+        check_drop(drop)
     if graph == "deploy" and ranges != "calibrated":
         raise LhpError(f"--ranges {ranges}: the ranges of tfmot's fake-quant nodes need --graph training "
                        "(--graph deploy converts with the ranges it trained under)")
@@ -153,14 +165,15 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
         recipe_file.write_text(dump_recipe(rec))
         if graph == "deploy":
             from .deploy_qat import train_on_deploy_graph
-            from .learned_ranges import learn_for_checkpoint
+            from .learned_ranges import converted_ranges, learn_for_checkpoint
 
             path, start, now = learn_for_checkpoint(checkpoint, recipe, overrides, calib_samples=calib_samples)
-            print(f"qat (deploy graph): trains under the ranges of {path}" + (" (learned now)" if now else ""),
-                  flush=True)
+            print(f"qat (deploy graph): trains under the ranges of {path}" + (" (learned now)" if now else "")
+                  + ", as the int8 conversion quantises with them", flush=True)
+            converted = converted_ranges(trained, spec, checkpoint, start, recipe, overrides, calib_samples)
             qat_ranges = train_on_deploy_graph(trained, rec, checkpoint, epochs,
-                                               lr if lr is not None else final_lr(rec), start.ranges,
-                                               optimizer == "continue", steps_per_epoch, max_samples)
+                                               lr if lr is not None else final_lr(rec), converted,
+                                               optimizer == "continue", steps_per_epoch, max_samples, drop)
         else:
             weights = Path(tmp) / "weights.npz"
             save_layer_weights(trained, weights)
@@ -196,7 +209,8 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
 
                 if (target or DEFAULT_TARGET) == DEFAULT_TARGET:  # the graph QAT simulated: its ranges
                     keep_for_checkpoint(tuned_checkpoint, qat_ranges,
-                                        {"source": "qat", "qat_from": str(checkpoint), "qat_epochs": epochs},
+                                        {"source": "qat", "qat_from": str(checkpoint), "qat_epochs": epochs,
+                                         "qat_drop": drop},
                                         None, set_calibration, calib_samples)
                 else:
                     learn_for_checkpoint(tuned_checkpoint, None, set_calibration, target, calib_samples)
@@ -216,7 +230,8 @@ def quantization_aware_training(checkpoint: str | os.PathLike[str], output: str 
             export_checkpoint(tuned_checkpoint, out, quant="int8", calib_samples=calib_samples,
                               overrides=set_calibration, target=target or DEFAULT_TARGET, int16=int16,
                               extra_metadata={"qat_epochs": epochs, "qat_from": str(checkpoint),
-                                              "qat_ranges": ranges, "qat_graph": graph})
+                                              "qat_ranges": ranges, "qat_graph": graph,
+                                              **({"qat_drop": drop} if graph == "deploy" else {})})
     return out
 
 

@@ -166,6 +166,43 @@ def test_resumed_optimizer_continues_the_runs_state(export_run: Path, tmp_path: 
     assert first == 4 and int(optimizer.iterations.numpy()) == 0
 
 
+def _layer_scales(model: Path, layers: dict) -> dict[str, float]:
+    """The int8 scale of the tensor each of ``layers`` writes last in the .tflite ``model``."""
+    from lhp_tf.converters.quantizer import FloatGraph
+
+    from lhp_tf.runtime import load_interpreter
+
+    names = FloatGraph.read(model.read_bytes()).tensors_by_layer(layers)
+    details = {d["name"]: d for d in load_interpreter(model)[0].get_tensor_details()}
+    return {layer: float(details[name]["quantization"][0]) for layer, name in names.items()
+            if name in details and details[name]["dtype"] == np.int8}
+
+
+def test_dropped_elements_stay_unrounded() -> None:
+    """QDrop: ``drop`` of the elements pass unrounded, drawn afresh per call; the rest on the grid."""
+    import tensorflow as tf
+    from lhp_tf.quantize.deploy_qat import fake_quant_classes
+
+    from lhp_tf.errors import LhpError
+
+    FakeQuant, _ = fake_quant_classes()
+    fq = FakeQuant((-1.0, 1.0))
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 8)).astype(np.float32))
+    rounded = np.asarray(fq(x))
+    assert _grid_distance(rounded, -1.0, 1.0) < 1e-3 and not np.array_equal(rounded, x.numpy())
+    fq.drop = 0.5
+    first, second = np.asarray(fq(x)), np.asarray(fq(x))
+    for out in (first, second):
+        kept = out == x.numpy()
+        assert 0.45 < kept.mean() < 0.55
+        np.testing.assert_array_equal(out[~kept], rounded[~kept])
+    assert not np.array_equal(first, second)
+    from lhp_tf.quantize.deploy_qat import check_drop
+
+    with pytest.raises(LhpError, match="--drop 1.0"):
+        check_drop(1.0)
+
+
 @pytest.mark.slow
 def test_qat_on_the_deploy_graph_trains_and_exports_int8(export_run: Path, tmp_path: Path, capsys) -> None:
     """QAT trains under the checkpoint's learned ranges (learned and saved beside it first) and
@@ -173,6 +210,7 @@ def test_qat_on_the_deploy_graph_trains_and_exports_int8(export_run: Path, tmp_p
     again to the same int8 model."""
     import shutil
 
+    from lhp_tf.quantize.deploy_qat import DROP
     from lhp_tf.quantize.learned_ranges import load, ranges_path
 
     from lhp_tf.cli import main
@@ -192,9 +230,10 @@ def test_qat_on_the_deploy_graph_trains_and_exports_int8(export_run: Path, tmp_p
     printed = capsys.readouterr().out
     assert "trains under the ranges of" in printed and "(learned now)" in printed, printed
     start, kept = load(ranges_path(run / "best.keras")), load(ranges_path(tuned))
-    assert kept.ranges == start.ranges and kept.stats["source"] == "qat"
+    assert kept.ranges.keys() == start.ranges.keys() and kept.stats["source"] == "qat"
     meta = read_metadata(out)
     assert meta["quant"] == "int8" and meta["qat_graph"] == "deploy" and meta["qat_epochs"] == 1
+    assert meta["qat_drop"] == DROP and kept.stats["qat_drop"] == DROP
     assert meta["calibration"] == "learned" and meta["calibration_learned"]["source"] == "qat"
     ops = op_delegation(out)
     assert ops["delegated"] == ops["total"], ops
@@ -205,6 +244,12 @@ def test_qat_on_the_deploy_graph_trains_and_exports_int8(export_run: Path, tmp_p
     assert main(["convert", str(run / "best.keras"), "--quant", "int8", "--calib-samples", "4", *learned,
                  "-o", str(ptq)]) == 0
     assert not np.array_equal(TFLiteModel(ptq).predict(image), heatmaps)  # the weights were fine-tuned
+    # QAT trained under the ranges that conversion quantised each layer's tensor with
+    scales = _layer_scales(ptq, kept.ranges)
+    assert len(scales) > len(kept.ranges) // 2
+    for layer, scale in scales.items():
+        lo, hi = kept.ranges[layer]
+        assert scale == pytest.approx((hi - lo) / 255.0, rel=1e-4), layer
     again = tmp_path / "again.tflite"
     capsys.readouterr()
     assert main(["convert", str(tuned), "--quant", "int8", "--calib-samples", "4", "-o", str(again)]) == 0
@@ -219,4 +264,17 @@ def test_deploy_graph_qat_refuses_fake_quant_ranges(export_run: Path, tmp_path: 
                  "-o", str(tmp_path / "x.tflite")])
     assert code != 0
     assert "need --graph training" in capsys.readouterr().err
+    assert not (tmp_path / "x.tflite").exists()
+
+
+def test_drop_is_a_deploy_graph_option(export_run: Path, tmp_path: Path, capsys) -> None:
+    from lhp_tf.cli import main
+
+    code = main(["quantize", "qat", str(export_run), "--graph", "training", "--drop", "0.3", "--epochs", "1",
+                 "-o", str(tmp_path / "x.tflite")])
+    assert code != 0
+    assert "--drop 0.3" in capsys.readouterr().err
+    assert main(["quantize", "qat", str(export_run), "--drop", "1", "--epochs", "1",
+                 "-o", str(tmp_path / "x.tflite")]) != 0
+    assert "[0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "x.tflite").exists()

@@ -195,9 +195,11 @@ class TrainableRanges:
 
     def ranges(self) -> dict[str, list[float]]:
         """``{writing layer: [lo, hi]}``, zero inside, as a ranges file holds them."""
+        from .deploy_qat import MIN_RANGE
+
         out = {}
         for fq, (lo, hi) in zip(self.fqs, self.bounds.numpy(), strict=True):
-            out[fq.source] = [float(min(lo, 0.0)), float(max(hi, 0.0, min(lo, 0.0) + 1e-6))]
+            out[fq.source] = [float(min(lo, 0.0)), float(max(hi, 0.0, min(lo, 0.0) + MIN_RANGE))]
         return out
 
 
@@ -209,7 +211,7 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
     import tensorflow as tf
     from lhp_tf.converters.quantizer import FloatGraph
 
-    from .deploy_qat import calibrate, simulation
+    from .deploy_qat import calibrate, simulation, start_ranges
 
     if key.steps < 1:
         raise LhpError(f"export.learned_steps must be >= 1, got {key.steps}")
@@ -225,10 +227,7 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
                if fq.fixed is None and fq.source in by_layer and table.range(by_layer[fq.source]) is not None]
     if not matched:
         raise LhpError(f"learned ranges: no simulated tensor of {trained.name} matches the float .tflite's tensors")
-    for fq in matched:
-        lo, hi = table.range(by_layer[fq.source])
-        fq.lo.assign(min(lo, 0.0))
-        fq.hi.assign(max(hi, min(lo, 0.0) + 1e-6))
+    start_ranges(sim, {fq.source: table.range(by_layer[fq.source]) for fq in matched})
     sim.rounding(False)
     reference = np.concatenate([np.asarray(sim.model([x], training=False)) for x in batches])[:len(images)]
     sim.rounding(True)

@@ -522,6 +522,64 @@ def _constrained(kind: Any) -> frozenset[str]:
     return frozenset(str(getattr(op, "value", op)) for op in constrained_ops_utils.get_constrained_op_list(kind))
 
 
+@dataclass(frozen=True)
+class ScaleGroup:
+    """Tensors int8 holds at one scale (:func:`scale_groups`): ``members`` (tensor indices),
+    the ones a free op writes (``written``; the others copy the group's values), and the fixed
+    ranges among them (``fixed``; None: fixed by its op at a range this module does not know)."""
+
+    members: tuple[int, ...]
+    written: frozenset[int]
+    fixed: frozenset[tuple[float, float] | None]
+
+
+def scale_groups(table: RangeTable, graph: FloatGraph) -> list[ScaleGroup]:
+    """The groups of two or more tensors of ``graph`` with a range in ``table`` that int8 holds
+    at one scale: joined through ops AEQ gives their input's scale (SPLIT, SLICE, RESHAPE,
+    TRANSPOSE, AVERAGE_POOL_2D ...), CONCATENATIONs (their output's) and the deploy graph's
+    1x1 permutation convs (see :func:`share_ranges`, which gives each group one range, and
+    :mod:`lhp_tf.quantize.learned_ranges`, which trains one range per group)."""
+    from ai_edge_quantizer.algorithms.utils.common_utils import OpQuantConstraint
+
+    same_in = _constrained(OpQuantConstraint.SAME_AS_INPUT_SCALE)
+    same_out = _constrained(OpQuantConstraint.SAME_AS_OUTPUT_SCALE)
+    fixed_out = _constrained(OpQuantConstraint.FIXED_OUTPUT_SCALE)
+    parent = list(range(len(graph.names)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pinned: dict[int, tuple[float, float] | None] = {t: INPUT_RANGE for t in graph.inputs}
+    written: set[int] = set()
+    constrained = same_in | same_out | fixed_out
+    for index, (kind, ins, outs) in enumerate(graph.ops):
+        if kind not in constrained and index not in graph.permutations:
+            written.update(outs)
+        if kind in fixed_out:
+            pinned[outs[0]] = LOGISTIC_RANGE if kind == "LOGISTIC" else None
+        if index in graph.permutations:  # a channel shuffle as a conv: exact at its input's scale
+            joined = [ins[0], outs[0]]
+        elif kind in same_in:  # the data input (SPLIT's follows its axis) and every output
+            joined = [ins[1] if kind == "SPLIT" else ins[0], *outs]
+        elif kind in same_out:
+            joined = [*ins, outs[0]]
+        else:
+            continue
+        joined = [t for t in joined if t >= 0 and table.range(graph.names[t]) is not None]
+        for t in joined[1:]:
+            parent[root(t)] = root(joined[0])
+    members: dict[int, list[int]] = {}
+    for t in range(len(graph.names)):
+        if table.range(graph.names[t]) is not None:
+            members.setdefault(root(t), []).append(t)
+    return [ScaleGroup(tuple(ts), frozenset(t for t in ts if t in written),
+                       frozenset(pinned[t] for t in ts if t in pinned))
+            for ts in members.values() if len(ts) > 1]
+
+
 def share_ranges(table: RangeTable, graph: FloatGraph, copies_follow: bool = False) -> int:
     """One range for every group of tensors int8 must hold at one scale, so AEQ writes no
     requantising QUANTIZE between them.
@@ -552,62 +610,20 @@ def share_ranges(table: RangeTable, graph: FloatGraph, copies_follow: bool = Fal
     afterwards (:meth:`RangeTable.widest`), so requantisations around them stay. Returns how
     many tensors changed range.
     """
-    from ai_edge_quantizer.algorithms.utils.common_utils import OpQuantConstraint
-
-    same_in = _constrained(OpQuantConstraint.SAME_AS_INPUT_SCALE)
-    same_out = _constrained(OpQuantConstraint.SAME_AS_OUTPUT_SCALE)
-    fixed_out = _constrained(OpQuantConstraint.FIXED_OUTPUT_SCALE)
-    parent = list(range(len(graph.names)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    # fixed ranges; None: fixed by its op, at a range this pass does not know
-    pinned: dict[int, tuple[float, float] | None] = {t: INPUT_RANGE for t in graph.inputs}
-    # tensors a free op writes (CONV, MUL, ADD...), at whatever scale it is told; the others
-    # are copies of their group's values (split, sliced, reshaped, concatenated)
-    written: set[int] = set()
-    constrained = same_in | same_out | fixed_out
-    for index, (kind, ins, outs) in enumerate(graph.ops):
-        if kind not in constrained and index not in graph.permutations:
-            written.update(outs)
-        if kind in fixed_out:
-            pinned[outs[0]] = LOGISTIC_RANGE if kind == "LOGISTIC" else None
-        if index in graph.permutations:  # a channel shuffle as a conv: exact at its input's scale
-            joined = [ins[0], outs[0]]
-        elif kind in same_in:  # the data input (SPLIT's follows its axis) and every output
-            joined = [ins[1] if kind == "SPLIT" else ins[0], *outs]
-        elif kind in same_out:
-            joined = [*ins, outs[0]]
-        else:
-            continue
-        joined = [t for t in joined if t >= 0 and table.range(graph.names[t]) is not None]
-        for t in joined[1:]:
-            parent[root(t)] = root(joined[0])
-    groups: dict[int, list[int]] = {}
-    for t in range(len(graph.names)):
-        if table.range(graph.names[t]) is not None:
-            groups.setdefault(root(t), []).append(t)
     changed = 0
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        ranges: list[tuple[float, float]] = [table.range(graph.names[t]) for t in members]  # type: ignore[misc]
-        sources = [r for t, r in zip(members, ranges, strict=True) if t in written] if copies_follow else []
+    for group in scale_groups(table, graph):
+        ranges: list[tuple[float, float]] = [table.range(graph.names[t]) for t in group.members]  # type: ignore[misc]
+        sources = [r for t, r in zip(group.members, ranges, strict=True) if t in group.written] if copies_follow else []
         lo, hi = min(r[0] for r in sources or ranges), max(r[1] for r in sources or ranges)
-        fixed = {pinned[t] for t in members if t in pinned}
-        if len(fixed) > 1 or None in fixed:
+        if len(group.fixed) > 1 or None in group.fixed:
             continue
-        if fixed:
-            lo_f, hi_f = next(iter(fixed))  # type: ignore[misc]
-            free = [r for t, r in zip(members, ranges, strict=True) if t in written]
+        if group.fixed:
+            lo_f, hi_f = next(iter(group.fixed))  # type: ignore[misc]
+            free = [r for t, r in zip(group.members, ranges, strict=True) if t in group.written]
             if free and (min(r[0] for r in free) < lo_f - 1e-6 or max(r[1] for r in free) > hi_f + 1e-6):
                 continue
             lo, hi = lo_f, hi_f
-        for t, r in zip(members, ranges, strict=True):
+        for t, r in zip(group.members, ranges, strict=True):
             if r != (lo, hi):
                 table.set_range(graph.names[t], lo, hi)
                 changed += 1

@@ -14,15 +14,31 @@ reaches the heatmaps through the rest of the graph. Here the ranges are trained 
    rounding error reach ``lo`` and ``hi`` (TensorFlow's fake-quant op passes no gradient to
    its range from inside it); loss: mean square heatmap difference from the float graph on
    batches of the calibration images; Adam with steps relative to each range's size;
+   tensors int8 holds at one scale (joined by splits, slices, reshapes, concatenations and
+   the deploy graph's permutation convs) train ONE range per group (:func:`tied_rows`),
+   starting from the union of their table ranges;
 4. the learned ranges go back into the table, and the converter's own edits finish it
    (:func:`~lhp_tf.converters.quantizer.fit_for_int8`: the tensors that only copy values take
    their group's learned range, bias and XNNPACK limits).
 
+Why tied: the conversion gives each such group one range, the union of its members'; trained
+apart, the members' ranges were not what the int8 model rounds with (on the four synthetic
+checkpoints 78-79 of lhp-small's 458 learned ranges and 172-173 of lhp-large's 1,088 came out
+wider in the converted model). Tied, lhp-small trains 395 ranges and lhp-large 944. Held-out
+drift, the four synthetic checkpoints of the README (AVX-512/AMX machine; ``lhp quantize
+ranges COPY/best.keras``, then ``lhp quantize drift COPY/best.keras --data
+RUN/int8_drift/full.npz --set export.calibration=learned``), per tensor -> tied: lhp-small
+10 epochs +0.043 -> -0.017, 20 epochs +0.026 -> +0.029; lhp-large 10 epochs +0.045 ->
++0.033, 20 epochs +0.096 -> +0.069. The simulated loss the learning ends at is higher tied
+(lhp-large 20 epochs 6.2e-5 against 4.0e-5), but untied it was measured under ranges the
+conversion does not keep.
+
 The result is the same pure int8 graph as any other calibration (only scales differ). Measured
-(``benchmarks/learned_ranges.py``, 400 steps, held-out faces of the synthetic recipe), drift
-with the MSE table -> learned: on an AVX2 machine's checkpoints lhp-small 10 epochs +0.111 ->
-+0.044, 20 epochs +0.176 -> +0.028, lhp-large 10 epochs +0.261 -> +0.026; on an AVX-512/AMX
-machine's +0.061 -> +0.043, +0.052 -> +0.026 and +0.193 -> +0.045 (``auto``: +0.122).
+before the ranges were tied (``benchmarks/learned_ranges.py``, 400 steps, held-out faces of
+the synthetic recipe), drift with the MSE table -> learned: on an AVX2 machine's checkpoints
+lhp-small 10 epochs +0.111 -> +0.044, 20 epochs +0.176 -> +0.028, lhp-large 10 epochs +0.261
+-> +0.026; on an AVX-512/AMX machine's +0.061 -> +0.043, +0.052 -> +0.026 and +0.193 ->
++0.045 (``auto``: +0.122).
 
 Simulated tensors with no table entry (the image, fixed by the input contract) keep their
 min/max range and do not train.
@@ -67,6 +83,9 @@ BATCH = 16
 FORMAT = "lhp-tf learned int8 ranges"
 #: ``best.keras`` -> ``best.ranges.json`` (:func:`ranges_path`)
 SUFFIX = ".ranges.json"
+#: how the ranges are trained (:class:`Key`'s ``ties``): one range per group of tensors int8
+#: holds at one scale (:func:`tied_rows`); files without the entry trained every tensor's own
+TIES = "scale groups"
 
 
 @dataclass(frozen=True)
@@ -78,12 +97,14 @@ class Key:
     calib_samples: int
     steps: int
     learning_rate: float = LEARNING_RATE
+    #: "" in files saved before ranges were tied (each tensor trained alone)
+    ties: str = ""
 
     @classmethod
     def of(cls, checkpoint: str | os.PathLike[str] | None, target: str, calib_samples: int, steps: int) -> Key:
         """The key of ``checkpoint``'s file (None: an in-memory model, no digest)."""
         digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest() if checkpoint is not None else ""
-        return cls(digest, target, int(calib_samples), int(steps))
+        return cls(digest, target, int(calib_samples), int(steps), ties=TIES)
 
 
 @dataclass
@@ -167,18 +188,23 @@ def _lsq(tf: Any, x: Any, lo: Any, hi: Any) -> Any:
 class TrainableRanges:
     """The ranges of simulation fake-quant nodes ``fqs`` as one trainable ``(n, 2)`` variable
     (``bounds``), each node rounding LSQ-style (:func:`_lsq`) from then on, stepped by Adam with
-    steps relative to each bound's size (``rate``): a bound at 0 (a ReLU's) stays there."""
+    steps relative to each bound's size (``rate``): a bound at 0 (a ReLU's) stays there.
+    ``rows[i]``: the row of ``bounds`` node i rounds with (default: its own); nodes sharing a
+    row start from the union of their ranges."""
 
-    def __init__(self, fqs: Sequence[Any], rate: float) -> None:
+    def __init__(self, fqs: Sequence[Any], rate: float, rows: Sequence[int] | None = None) -> None:
         import tensorflow as tf
 
         self.fqs = list(fqs)
         self.rate = rate
-        self.bounds = tf.Variable(np.array([[float(fq.lo.numpy()), float(fq.hi.numpy())] for fq in self.fqs],
-                                           np.float32), name="int8_ranges")
+        self.rows = list(range(len(self.fqs)) if rows is None else rows)
+        start = np.tile(np.array([[np.inf, -np.inf]], np.float32), (max(self.rows) + 1, 1))
+        for fq, row in zip(self.fqs, self.rows, strict=True):
+            start[row] = min(start[row, 0], float(fq.lo.numpy())), max(start[row, 1], float(fq.hi.numpy()))
+        self.bounds = tf.Variable(start, name="int8_ranges")
         bounds = self.bounds
-        for i, fq in enumerate(self.fqs):
-            fq.call = types.MethodType(lambda self, x, _i=i: _lsq(tf, x, bounds[_i, 0], bounds[_i, 1]), fq)
+        for fq, row in zip(self.fqs, self.rows, strict=True):
+            fq.call = types.MethodType(lambda self, x, _r=row: _lsq(tf, x, bounds[_r, 0], bounds[_r, 1]), fq)
         self.first = tf.Variable(tf.zeros_like(bounds))
         self.second = tf.Variable(tf.zeros_like(bounds))
         self.count = tf.Variable(0.0)
@@ -198,9 +224,31 @@ class TrainableRanges:
         from .deploy_qat import MIN_RANGE
 
         out = {}
-        for fq, (lo, hi) in zip(self.fqs, self.bounds.numpy(), strict=True):
+        bounds = self.bounds.numpy()
+        for fq, row in zip(self.fqs, self.rows, strict=True):
+            lo, hi = bounds[row]
             out[fq.source] = [float(min(lo, 0.0)), float(max(hi, 0.0, min(lo, 0.0) + MIN_RANGE))]
         return out
+
+
+def tied_rows(table: Any, graph: Any, names: Sequence[str]) -> list[int]:
+    """For the tensors ``names`` of ``graph`` (a :class:`FloatGraph`), the row of the trainable
+    bounds each trains: one per group int8 holds at one scale
+    (:func:`~lhp_tf.converters.quantizer.scale_groups`), one of its own where it is in no group
+    or in one with a fixed range (the input's, a LOGISTIC's).
+
+    The conversion gives each group the union of its members' ranges (``fit_for_int8``), so
+    ranges trained apart are not what it quantises with (the module docs: why, and what it
+    gained). A group with a fixed range is left untied: its fixed member does not train, and
+    the conversion gives the group that range, or leaves its members apart where what free ops
+    write into it does not fit inside."""
+    from lhp_tf.converters.quantizer import scale_groups
+
+    group_of = {graph.names[t]: g for g, group in enumerate(scale_groups(table, graph)) if not group.fixed
+                for t in group.members}
+    rows: dict[tuple[str, int], int] = {}
+    return [rows.setdefault(("group", group_of[name]) if name in group_of else ("own", i), len(rows))
+            for i, name in enumerate(names)]
 
 
 def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndarray], key: Key,
@@ -222,7 +270,8 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
     batches = [np.take(images, range(i, i + batch), axis=0, mode="wrap") for i in range(0, len(images), batch)]
     sim = simulation(trained, key.target, batch)
     calibrate(sim, batches)
-    by_layer = FloatGraph.read(float_model).tensors_by_layer({fq.source for fq in sim.fake_quants if fq.source})
+    graph = FloatGraph.read(float_model)
+    by_layer = graph.tensors_by_layer({fq.source for fq in sim.fake_quants if fq.source})
     matched = [fq for fq in sim.fake_quants
                if fq.fixed is None and fq.source in by_layer and table.range(by_layer[fq.source]) is not None]
     if not matched:
@@ -231,7 +280,8 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
     sim.rounding(False)
     reference = np.concatenate([np.asarray(sim.model([x], training=False)) for x in batches])[:len(images)]
     sim.rounding(True)
-    trainable = TrainableRanges(matched, key.learning_rate)
+    trainable = TrainableRanges(matched, key.learning_rate,
+                                tied_rows(table, graph, [by_layer[fq.source] for fq in matched]) if key.ties else None)
     xs, ys = tf.constant(images), tf.constant(reference)
 
     @tf.function(autograph=False)  # no Python control flow to convert
@@ -251,7 +301,8 @@ def learn(trained: Any, float_model: bytes, table: Any, images: Sequence[np.ndar
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False, **options})
     ranges = trainable.ranges()
-    stats = {"trained": len(matched), "fake_quants": len(sim.fake_quants), "loss_first": losses[0],
+    stats = {"trained": len(matched), "trainable": int(trainable.bounds.shape[0]),
+             "fake_quants": len(sim.fake_quants), "loss_first": losses[0],
              "loss_last": losses[-1], "seconds": round(time.perf_counter() - start, 1)}
     return LearnedRanges(ranges, key, stats)
 

@@ -52,6 +52,31 @@ def test_copies_follow_what_free_ops_write_into_their_group() -> None:
     assert table.range("c") == (-3.0, 3.0)
 
 
+def test_tensors_int8_holds_at_one_scale_train_one_range() -> None:
+    import types
+
+    import tensorflow as tf
+    from lhp_tf.quantize.learned_ranges import TrainableRanges, tied_rows
+
+    names = ["image", "a", "b", "c", "d", "e"]
+    graph = _graph([("CONV_2D", [0], [1]), ("RESHAPE", [1], [2]), ("CONV_2D", [2], [3]), ("LOGISTIC", [3], [4]),
+                    ("RESHAPE", [4], [5])], names)
+    table = _table({n: (-1.0, 1.0) for n in names})
+    # a and its copy b share a row; c is alone; e copies a LOGISTIC's fixed range: its own row
+    assert tied_rows(table, graph, ["a", "c", "b", "e"]) == [0, 1, 0, 2]
+    fqs = [types.SimpleNamespace(lo=tf.constant(lo), hi=tf.constant(hi), source=source)
+           for source, lo, hi in (("a", -1.0, 2.0), ("c", -0.5, 0.5), ("b", -3.0, 1.0))]
+    trainable = TrainableRanges(fqs, 0.1, [0, 1, 0])
+    assert trainable.ranges() == {"a": [-3.0, 2.0], "c": [-0.5, 0.5], "b": [-3.0, 2.0]}  # tied: the union
+    x = tf.constant([5.0, -0.3])
+    np.testing.assert_allclose(fqs[0].call(x), fqs[2].call(x))
+    np.testing.assert_allclose(fqs[0].call(x)[0], 2.0)
+    trainable.step(tf.constant([[1.0, 1.0], [0.0, 0.0]]))
+    ranges = trainable.ranges()
+    assert ranges["a"] == ranges["b"] and ranges["a"] != [-3.0, 2.0] and ranges["c"] == [-0.5, 0.5]
+    assert len(TrainableRanges(fqs, 0.1).ranges()) == 3 and TrainableRanges(fqs, 0.1).bounds.shape[0] == 3
+
+
 def test_saved_file_round_trips_and_bad_files_are_one_clear_error(tmp_path: Path) -> None:
     from lhp_tf.quantize import learned_ranges as lr
 
@@ -69,6 +94,8 @@ def test_saved_file_round_trips_and_bad_files_are_one_clear_error(tmp_path: Path
     assert lr.ranges_path(ckpt, "npu") == tmp_path / "best.npu.ranges.json"  # one file per target
     found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "xnnpack", 16, 3))
     assert found is None and "calib_samples" in why
+    found, why = lr.saved_for(ckpt, lr.Key(key.checkpoint_sha256, "xnnpack", 8, 3))  # a file of untied ranges
+    assert found is None and "ties" in why
     ckpt.write_bytes(b"other weights")
     found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "xnnpack", 8, 3))
     assert found is None and "checkpoint_sha256" in why

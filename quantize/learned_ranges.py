@@ -387,7 +387,8 @@ def converted_ranges(trained: Any, spec: Any, checkpoint: str | os.PathLike[str]
     concatenations) share the union of their ranges, and a few are widened for int32 biases and
     XNNPACK. With ranges learned per tensor, 78-79 of lhp-small's 458 and 172-173 of
     lhp-large's 1,088 came out wider on the four synthetic checkpoints (relative change >
-    1e-5); learned tied, 0 of 458 (20-epoch lhp-small) and 2 of 1,088 (20-epoch lhp-large). QAT
+    1e-5); learned tied, 0 of 458 (20-epoch lhp-small) and 2 of 1,088 (20-epoch lhp-large; an
+    ad-hoc script calling this function on the runs' files, not kept). QAT
     on the deploy graph trains under these: its simulation then rounds as the converted model
     does, whatever file it is given (a QAT checkpoint's kept ranges, one edited by hand)."""
     from lhp_tf.converters.quantizer import FloatGraph

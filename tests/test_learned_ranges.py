@@ -94,8 +94,10 @@ def test_saved_file_round_trips_and_bad_files_are_one_clear_error(tmp_path: Path
     assert lr.ranges_path(ckpt, "npu") == tmp_path / "best.npu.ranges.json"  # one file per target
     found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "xnnpack", 16, 3))
     assert found is None and "calib_samples" in why
-    found, why = lr.saved_for(ckpt, lr.Key(key.checkpoint_sha256, "xnnpack", 8, 3))  # a file of untied ranges
+    lr.save(path, lr.LearnedRanges(learned.ranges, lr.Key(key.checkpoint_sha256, "xnnpack", 8, 3)))
+    found, why = lr.saved_for(ckpt, key)  # a file saved before ranges were tied is stale
     assert found is None and "ties" in why
+    lr.save(path, learned)
     ckpt.write_bytes(b"other weights")
     found, why = lr.saved_for(ckpt, lr.Key.of(ckpt, "xnnpack", 8, 3))
     assert found is None and "checkpoint_sha256" in why

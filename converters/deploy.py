@@ -53,18 +53,31 @@ this 2-core x86 machine; see the measurements section):
   closing permutation is one transpose from 48 channels on (:data:`PAIR_TRANSPOSE_MIN_CHANNELS`:
   on an AVX2 x86 CPU without VNNI or AMX, trained lhp-small int8, in-process loop, p50 -1.9 %,
   p10 -1.6 %; the same int8 values, held-out NME unchanged to the last digit).
-* **Channel MEAN (SCAF's channel average) as a constant 1x1 conv** C -> 1 with weights 1/C
-  (every target): Vela rejects MEAN over depth ("reduction over depth only if h, w or c == 1").
-* **SCAF's pooled channel means** (int8 graphs and target ``npu``, where pools are depthwise
-  steps): ``pool_k(mean_c(x))`` becomes one 2x2 stride-2 conv C -> 1 with weights 1/(4C) on
-  ``x``, then 2x2 depthwise steps for k = 4, 8, shared by every pool of the same mean; the
-  full-size 1x1 mean conv goes where only pools read it (always for the top branch). XNNPACK's
-  int8 1x1 conv costs about the same per pixel whatever its channels (24x24: 8->8 9.8 us,
-  24->24 9.9 us; float 1.6 and 7.8 us), so the mean is best taken at the pooled size: toy
-  24x24x24 mean + 2x2 pool, int8, 28.7 -> 18.7 us; trained lhp-small int8 whole graph p50
-  1519 -> 1472 us (ad-hoc timings, not kept); Vela U55-256 / U65-512 / U85-256 4.965 / 1.284 / 1.887 -> 4.942 / 1.276 /
-  1.880 ms. Float graphs for XNNPACK keep the 1x1 mean conv and AVERAGE_POOL_2D (the strided
-  conv is 1-2 us slower there). Exact up to float rounding; uniform weights quantise exactly.
+* **SCAF's channel means on CPUs: MEAN ops** (targets in :data:`MEAN_OP_TARGETS`, float and
+  int8): a full-size mean stays the MEAN over channels, and ``pool_k(mean_c(x))`` is one MEAN
+  over the rank-4 view (H/k, k, W/k, k*C) of ``x`` (:class:`~lhp_tf.model.ops.PooledChannelMean`,
+  axes 1 and 3; one per k, shared by every receiver pooling that mean); the full-size mean
+  goes where only pools read it (always for the top branch). XNNPACK runs a MEAN 2-4x faster
+  than the conv computing the same values: one-op toys (LiteRT 2.3, 1 thread, this AMX
+  machine, each op's own time, us; conv vs MEAN), int8: pooled mean 24x24x24 by 2 3.64 vs
+  1.47, by 4 2.86 vs 0.82, by 8 2.64 vs 0.51, 12x12x48 by 2 about 2.3 vs 0.7; full-size mean
+  24x24x24 8.76 vs 2.36, 12x12x48 2.28 vs 0.69, 6x6x96 0.89 vs 0.28, 3x3x192 0.42 vs 0.13;
+  float: pooled 24x24x24 by 2 5.13 vs 2.10 (before: the 1x1 mean conv + AVERAGE_POOL_2D), by 8
+  7.03 vs 1.56, full-size 24x24x24 3.74 vs 2.03, 12x12x48 1.76 vs 0.57. Trained lhp-small (20
+  epochs), whole graph, in-process, interleaved (an ad-hoc script, not kept; p50 us, conv means
+  vs MEANs): amx int8 955 -> 924, xnnpack int8 1162 -> 1135, float 940 -> 912;
+  ``benchmarks/latency.py`` has the current figures. Held-out drift of that checkpoint's
+  xnnpack int8 graph with its learned ranges (learned with the conv means; the same layer
+  names): +0.024 (before +0.029). Exact up to float rounding. A view that folds the batch into
+  its rows keeps every tensor rank 4.
+* **SCAF's channel means for an NPU: constant convs** (target ``npu``; Vela rejects MEAN over
+  depth: "reduction over depth only if h, w or c == 1"): a full-size mean is a 1x1 conv C -> 1
+  with weights 1/C, ``pool_k(mean_c(x))`` one 2x2 stride-2 conv C -> 1 with weights 1/(4C) on
+  ``x``, then 2x2 depthwise steps for k = 4, 8, shared by every pool of the same mean. An int8
+  1x1 conv costs about the same per pixel whatever its channels, so the mean is taken at the
+  pooled size: Vela U55-256 / U65-512 / U85-256 4.965 / 1.284 / 1.887 -> 4.942 / 1.276 / 1.880
+  ms (the CPU graphs used this form too until the MEAN form above). Uniform weights quantise
+  exactly.
 * **Average pools**: a float graph for XNNPACK keeps AVERAGE_POOL_2D (XNNPACK runs it in
   float, faster than the depthwise form); int8 graphs (XNNPACK runs no int8 AVERAGE_POOL_2D)
   and NPU graphs get a chain of 2x2 stride-2 depthwise convs with weights 1/4 (exact in int8;
@@ -73,8 +86,10 @@ this 2-core x86 machine; see the measurements section):
   toys, int8, LiteRT, 1 thread, p50 us, 2x2 steps vs (4x4, 2x2): 24x24x12 pooled by 8 3.38 vs
   1.98, 24x24x24 5.33 vs 3.06, one channel 3.11 vs 1.96 ((2x2, 4x4): 3.03, 4.65); by 4, 12x12x12
   1.19 vs 0.86, 12x12x24 1.61 vs 0.99, 24x24x12 2.97 vs 1.73; a single 8x8 stride-8 step is
-  10x slower (24x24x12 38.2 us, 24x24x24 76.3). SCAF's pooled channel means keep halving
-  (:func:`_mean_pool_conv`): each pooled size is shared by several receivers.
+  10x slower (24x24x12 38.2 us, 24x24x24 76.3). The npu form's pooled channel means keep
+  halving (:func:`_mean_pool_conv`): each pooled size is shared by several receivers. Per-channel
+  pools as MEANs (two, over the view's row axis, then over a pixel's k columns) run 3-5x slower
+  than the depthwise step in int8 (toys: 24x24x12 by 2 10.2 vs 1.85 us, by 4 3.61 vs 1.17).
 * **Bilinear x4/x8 upsampling** (the MR head): Vela takes RESIZE_BILINEAR with half-pixel
   centres only at x2, and a chain of x2 resizes is NOT x4 (max error 16% of the input range on
   random data: the intermediate samples straddle the first resize's knots). The exact form:
@@ -341,6 +356,11 @@ SHUFFLE_CONV_MAX_CHANNELS = {"float": 32, "integer": 160}
 #: transposes slower than convs (the ``npu`` form keeps it).
 PAIR_TRANSPOSE_MIN_CHANNELS = {"xnnpack": 48, "amx": 1 << 30, "npu": 1 << 30}
 
+#: SCAF's channel means stay MEAN ops in the graphs for these targets, a pooled one one MEAN
+#: over a rank-4 view (:class:`~lhp_tf.model.ops.PooledChannelMean`); the ``npu`` form makes
+#: them convs (Vela refuses MEAN over depth)
+MEAN_OP_TARGETS = ("xnnpack", "amx")
+
 #: Integer CPU graphs run a 3x3 stride-2 conv on a map this narrow (the stem's on the image)
 #: with each row's pixel pairs as one pixel (:func:`_column_pair_conv`) ...
 COLUMN_PAIR_MAX_CHANNELS = 4
@@ -424,9 +444,9 @@ def _shuffle_conv(x: Any, groups: int, name: str, keras: Any, pack: bool = False
     return _pointwise(x, kernel, None, name, keras, pack)
 
 
-def _mean_conv(x: Any, name: str, keras: Any, pack: bool = False) -> Any:
+def _mean_conv(x: Any, name: str, keras: Any) -> Any:
     c = int(x.shape[-1])
-    return _pointwise(x, np.full((1, 1, c, 1), 1.0 / c, np.float32), None, name, keras, pack)
+    return _pointwise(x, np.full((1, 1, c, 1), 1.0 / c, np.float32), None, name, keras, pack=False)
 
 
 def _mean_pool_conv(x: Any, k: int, name: str, keras: Any) -> Any:
@@ -1022,11 +1042,12 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     followed by BatchNorm: those become new frozen convs holding the folded weights.
     """
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample
+    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample, PooledChannelMean
 
     if target not in TARGETS:
         raise LhpError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
     stepped_pools = target == "npu" or quant != "float"
+    mean_ops = target in MEAN_OP_TARGETS
     shuffle_conv_max = SHUFFLE_CONV_MAX_CHANNELS["float" if quant == "float" else "integer"]
 
     # SCAF's terms from lower-resolution sources multiply at the source's size and are summed
@@ -1069,15 +1090,17 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
         rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx,
                                     transpose_min=PAIR_TRANSPOSE_MIN_CHANNELS[target]))
 
-    # where pools are steps (int8, NPUs), a pooled channel mean is one strided conv from the
-    # mean's input, halved on from there for larger pools and shared by every pool of that mean;
+    # a pooled channel mean is one MEAN of the mean's input on CPUs; for an NPU one strided conv
+    # from it, halved on from there for larger pools; either is shared by every pool of that mean;
     # id(mean output) -> (the output, kept so its id stays unique; its input; name; pools)
     means: dict[int, tuple[Any, Any, str, dict[int, Any]]] = {}
 
     def pooled_mean(x: Any, k: int) -> Any:
         _, source, name, pools = means[id(x)]
         if k not in pools:
-            if k == 2 or k & (k - 1):
+            if mean_ops:
+                pools[k] = PooledChannelMean(k, name=f"{name}_pool{k}")(source)
+            elif k == 2 or k & (k - 1):
                 pools[k] = _mean_pool_conv(source, k, f"{name}_pool{k}", keras)
             else:
                 pools[k] = _average_step(pooled_mean(x, k // 2), 2, f"{name}_pool{k}", keras)
@@ -1085,7 +1108,7 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
 
     def resize(layer: Any, x: Any) -> Any:
         k = _pool_factor(layer, keras)
-        if k is not None and stepped_pools and id(x) in means:
+        if k is not None and (stepped_pools or mean_ops) and id(x) in means:
             return pooled_mean(x, k)
         if k is not None:
             return _pool(x, k, layer.name, stepped_pools, keras, POOL_MAX_STEP[target])
@@ -1128,8 +1151,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
             return x  # folded into the conv before it
         if isinstance(layer, ChannelShuffle) and (target == "npu" or int(x.shape[-1]) <= shuffle_conv_max):
             return _shuffle_conv(x, layer.groups, layer.name, keras, pack=amx)
-        if isinstance(layer, ChannelMean):
-            y = _mean_conv(x, layer.name, keras, pack=amx)  # left out of the graph when only pools read it
+        if isinstance(layer, ChannelMean):  # left out of the graph when only pools read it
+            y = layer(x) if mean_ops else _mean_conv(x, layer.name, keras)
             means[id(y)] = (y, x, layer.name, {})
             return y
         if target == "npu" and type(layer) is keras.layers.GlobalAveragePooling2D and layer.keepdims:

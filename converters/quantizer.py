@@ -216,21 +216,31 @@ class FloatGraph:
                    inputs=list(g.inputs), outputs=list(g.outputs), permutations=permutations)
 
     def tensors_by_layer(self, layers: Collection[str]) -> dict[str, str]:
-        """The tensor each of the Keras ``layers`` (by name) writes last, by tensor name.
+        """The tensor each of the Keras ``layers`` (by name) computes last, by tensor name: the
+        last one an op of the layer writes that is not a copy (AEQ's same-as-input and
+        same-as-output ops: reshapes, slices, concatenations ...), else the last it writes. A
+        layer that reshapes its result (:class:`~lhp_tf.model.ops.PooledChannelMean`'s MEAN)
+        has its range on the value int8 rounds, not on a copy that takes the value's scale.
 
         The converter names a tensor after the scope that computed it: ``layer/Op;...`` for
         the fused ops it names, ``layer_1/...`` for a layer's second call. A scope that is a
         layer's name is that layer; one that is not loses its ``_N`` call suffix. A layer whose
         last op the converter fused into another (a ReLU into its conv) shares that op's tensor.
         """
+        from ai_edge_quantizer.algorithms.utils.common_utils import OpQuantConstraint
+
+        copies = _constrained(OpQuantConstraint.SAME_AS_INPUT_SCALE) | _constrained(OpQuantConstraint.SAME_AS_OUTPUT_SCALE)
         found: dict[str, str] = {}
-        for _, _, outs in self.ops:
+        computed: dict[str, str] = {}
+        for kind, _, outs in self.ops:
             for t in outs:
                 scope = self.names[t].split(";")[0].split("/")[0]
                 layer = scope if scope in layers else re.sub(r"_\d+$", "", scope)
                 if layer in layers:
                     found[layer] = self.names[t]
-        return found
+                    if kind not in copies:
+                        computed[layer] = self.names[t]
+        return {**found, **computed}
 
 
 def is_permutation_conv(weights: Sequence[np.ndarray | None]) -> bool:

@@ -397,7 +397,11 @@ def converted_ranges(trained: Any, spec: Any, checkpoint: str | os.PathLike[str]
     float_model, table = _start_table(trained, spec, checkpoint, key.target, images)
     apply(table, float_model, learned)
     by_layer = FloatGraph.read(float_model).tensors_by_layer(learned.ranges)
-    return {layer: [float(v) for v in table.range(by_layer[layer])] for layer in learned.ranges}
+    out = {}
+    for layer in learned.ranges:  # zero inside, as int8 quantises them (and a ranges file holds them)
+        lo, hi = table.range(by_layer[layer])
+        out[layer] = [min(float(lo), 0.0), max(float(hi), 0.0)]
+    return out
 
 
 def conversion_key(checkpoint: str | os.PathLike[str], recipe: str | os.PathLike[str] | None = None,

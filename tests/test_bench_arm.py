@@ -3,8 +3,13 @@
 Runs ``python -m lhp_tf.bench --json`` on the same models and bundles on this x86 machine
 (LiteRT) and on the emulated board under both runtimes, and checks the NME:
 
-- ai-edge-litert (the version this machine runs): int8 bit-exact with x86 (integer kernels
-  with the same rounding); float to 1e-5 relative (NEON and AVX sum in different orders);
+- ai-edge-litert (the version this machine runs): int8 to 1e-5 relative. Its integer
+  kernels agree but for ties: XNNPACK's int8 MUL and MEAN round some values one step apart on
+  NEON and x86 (measured on this test's model, its 495 int8 tensors on each of the 17 faces: 4
+  faces had one element one step off, in a SCAF MUL on 3 and a global-average MEAN on 1, and
+  what it fed after it; NME 100.045418 on aarch64 vs 100.045256 on x86). The graph before
+  SCAF's channel means became MEAN ops happened to hold no such tie and was bit-exact; float
+  to 1e-5 relative (NEON and AVX sum in different orders);
 - tflite-runtime 2.14: its int8 kernels round differently from LiteRT's (measured: up to 14
   int8 steps on an lhp-small output, NME 4.3294 on aarch64 vs 4.3314 on x86), so 1 % relative.
   qemu's default CPU (with SME) moved this test's int8 NME by 22 % (101.3 -> 123.3) and the
@@ -99,9 +104,7 @@ def test_board_nme_matches_x86(board, blob_models, lhp_models, tmp_path, runtime
         x86 = _bench(None, models[quant], models["bundle"], tmp_path)
         arm = _bench(runtime, models[quant], models["bundle"], tmp_path)
         assert x86["runtime"] == "ai_edge_litert" and arm["runtime"] == RUNTIMES[runtime]
-        if runtime == "litert" and quant == "int8":
-            tolerance = {"rel": 0.0, "abs": 0.0}
-        elif runtime == "litert":
+        if runtime == "litert":
             tolerance = {"rel": 1e-5}
         else:
             tolerance = {"rel": 0.01} if quant == "int8" else {"rel": 1e-4}

@@ -66,7 +66,13 @@ def test_permutation_and_taps() -> None:
 @pytest.mark.parametrize("target,quant", [("xnnpack", "float"), ("xnnpack", "int8"), ("amx", "int8"), ("npu", "int8")])
 def test_same_function_and_target_structure(trained, target: str, quant: str) -> None:
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample, SpaceToDepth
+    from lhp_tf.model.ops import (
+        ChannelMean,
+        ChannelShuffle,
+        NearestUpsample,
+        PooledChannelMean,
+        SpaceToDepth,
+    )
 
     deployed = deploy_model(trained, target, quant)
     x = _images(1)
@@ -75,7 +81,6 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     assert np.abs(ref).max() > 1.0  # real activations, not ~0
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
     layers = deployed.layers
-    assert not [la for la in layers if isinstance(la, ChannelMean)]
     # narrow shuffles became permutation convs (up to 32 channels in float, 160 in int8), wide
     # ones stay the (rank-4) layer
     wide = [int(la.output.shape[-1]) for la in layers if isinstance(la, ChannelShuffle)]
@@ -86,15 +91,18 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
         assert pools and max(strides) == 2  # AVERAGE_POOL_2D kept in float; stride-2 depthwise of the backbone
     else:  # pools became depthwise steps: 2x2 for an NPU (Vela's stride limit), 4x4 first on CPUs
         assert not pools and max(strides) == (2 if target == "npu" else 4)
-    # where pools are steps, SCAF's pooled channel means are strided convs from the mean's
-    # input; the top branch's 1x1 mean conv, read only by pools, is gone
-    means = [la.name for la in layers if type(la) is keras.layers.Conv2D and la.filters == 1
-             and tuple(la.kernel_size) == (1, 1)]
-    pooled = [la for la in layers if type(la) is keras.layers.Conv2D and la.filters == 1
-              and tuple(la.kernel_size) == tuple(la.strides) == (2, 2)]
-    stepped = not (quant == "float" and target == "xnnpack")
-    assert bool(pooled) == stepped
-    assert any(n.endswith("_mean0") for n in means) != stepped, means
+    # SCAF's channel means: on CPUs MEAN ops, a pooled one a single MEAN over a view of the
+    # mean's input; for an NPU (no MEAN over depth) 1x1 convs, a pooled one a strided conv from
+    # the mean's input. Either way the top branch's full-size mean, read only by pools, is gone
+    mean_ops = [la.name for la in layers if isinstance(la, ChannelMean)]
+    mean_pools = [la.name for la in layers if isinstance(la, PooledChannelMean)]
+    mean_convs = [la.name for la in layers if type(la) is keras.layers.Conv2D and la.filters == 1
+                  and tuple(la.kernel_size) == (1, 1) and re.search(r"_mean\d+$", la.name)]
+    pooled_convs = [la for la in layers if type(la) is keras.layers.Conv2D and la.filters == 1
+                    and tuple(la.kernel_size) == tuple(la.strides) == (2, 2)]
+    cpu = target != "npu"
+    assert (bool(mean_ops), bool(mean_pools), bool(mean_convs), bool(pooled_convs)) == (cpu, cpu, not cpu, not cpu)
+    assert not [n for n in mean_ops + mean_convs if n.endswith("_mean0")], mean_ops + mean_convs
     # an NPU gets global average pools as depthwise steps (fewer Vela cycles than MEAN in lhp-small)
     gaps = [la for la in layers if type(la) is keras.layers.GlobalAveragePooling2D]
     assert bool(gaps) == (target != "npu")

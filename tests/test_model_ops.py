@@ -10,7 +10,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lhp_tf.model.kbackend import keras  # noqa: E402
-from lhp_tf.model.ops import ChannelMean, ChannelShuffle, ChannelSplit, NearestUpsample  # noqa: E402
+from lhp_tf.model.ops import (  # noqa: E402
+    ChannelMean,
+    ChannelShuffle,
+    ChannelSplit,
+    NearestUpsample,
+    PooledChannelMean,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -47,6 +53,15 @@ def test_channel_split_and_mean() -> None:
     np.testing.assert_allclose(np.asarray(ChannelMean()(x)), x.mean(-1, keepdims=True), rtol=1e-6)
 
 
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_pooled_channel_mean_is_the_mean_then_the_pool(k: int) -> None:
+    x = _x((3, 8, 12, 5))  # batch 3: the view stacks every image's rows
+    expected = x.mean(-1).reshape(3, 8 // k, k, 12 // k, k).mean((2, 4))[..., None]
+    np.testing.assert_allclose(np.asarray(PooledChannelMean(k)(x)), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="does not pool by"):
+        PooledChannelMean(3)(x[:, :, :10])
+
+
 def test_bad_channel_counts_are_reported() -> None:
     with pytest.raises(ValueError, match="groups"):
         ChannelShuffle(3)(_x((1, 2, 2, 8)))
@@ -55,7 +70,8 @@ def test_bad_channel_counts_are_reported() -> None:
 
 
 @pytest.mark.parametrize("layer", [ChannelShuffle(4, name="s"), ChannelSplit([2, 6], name="p"),
-                                   NearestUpsample(4, name="u"), ChannelMean(name="m")])
+                                   NearestUpsample(4, name="u"), ChannelMean(name="m"),
+                                   PooledChannelMean(4, name="q")])
 def test_get_config_round_trip(layer: keras.layers.Layer) -> None:
     config = layer.get_config()
     clone = type(layer).from_config(config)

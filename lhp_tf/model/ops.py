@@ -164,6 +164,39 @@ class ChannelMean(keras.layers.Layer):
 
 
 @register_serializable
+class PooledChannelMean(keras.layers.Layer):
+    """The channel mean, then a k x k / stride k average pool, as one MEAN: (B, H, W, C) ->
+    (B, H/k, W/k, 1) through the rank-4 view (B*H/k, k, W/k, k*C) averaged over axes 1 and 3.
+
+    SCAF's pooled channel means in the CPU deploy graphs (``lhp_tf.converters.deploy``): XNNPACK
+    runs this MEAN 2-4x faster than the strided C -> 1 conv that computes the same values,
+    int8 and float."""
+
+    def __init__(self, k: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if k < 1:
+            raise ValueError(f"PooledChannelMean: k must be >= 1, got {k}")
+        self.k = int(k)
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        _, h, w, c = x.shape
+        k = self.k
+        if h % k or w % k:
+            raise ValueError(f"{self.name}: a {h}x{w} map does not pool by {k}")
+        b = _static_batch(x)
+        rows = -1 if b < 0 else b * h // k
+        y = tf.reduce_mean(tf.reshape(x, (rows, k, w // k, k * c)), axis=(1, 3), keepdims=True)
+        return tf.reshape(y, (b, h // k, w // k, 1))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        b, h, w, _ = input_shape
+        return (b, None if h is None else h // self.k, None if w is None else w // self.k, 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "k": self.k}
+
+
+@register_serializable
 class SpaceToDepth(keras.layers.Layer):
     """Each ``block`` x ``block`` patch of pixels as one pixel of ``block**2`` times the
     channels, in TensorFlow's order (channel ``(dy * block + dx) * C + c``); lowers to

@@ -747,6 +747,32 @@ def quarter_interleave(channels: int) -> np.ndarray:
     return np.array([(2 * (o % 2) + (o % 4) // 2) * q + o // 4 for o in range(channels)])
 
 
+def packed_pair_kernel(out: np.ndarray, g: int) -> np.ndarray:
+    """The 0/1 kernel of a CCW pair's closing permutation (``out``, :func:`pair_permutations`)
+    on g pixels at a time, reading the concatenation ``[A_lo, Y_lo, Y']`` made on (H, W/g, g*C)
+    views: position ``g*q*part + p*width + k`` holds pixel p's channel k of a part (widths q,
+    q, 2q; q = C/4); output pixel p's channel o goes to ``p*C + o``."""
+    c = len(out)
+    q = c // 4
+    starts, widths = (0, q, 2 * q), (q, q, 2 * q)
+    kernel = np.zeros((1, 1, g * c, g * c), np.float32)
+    for p in range(g):
+        for o, k in enumerate(out):
+            part = 0 if k < q else 1 if k < 2 * q else 2
+            kernel[0, 0, g * starts[part] + p * widths[part] + k - starts[part], p * c + o] = 1.0
+    return kernel
+
+
+def _packed_pair_permutation(x: Any, out: np.ndarray, g: int, name: str, keras: Any) -> Any:
+    """The closing permutation conv of a CCW pair on the concatenation the ``amx`` form makes on
+    g-pixel views (:func:`packed_pair_kernel`), unpacked to (H, W, C) after it."""
+    _, h, wg, _ = (int(d) for d in x.shape)
+    c = len(out)
+    conv = keras.layers.Conv2D(g * c, 1, use_bias=False, trainable=False, name=name)
+    y = _fixed(conv, x, [packed_pair_kernel(out, g)])
+    return keras.layers.Reshape((h, wg * g, c), name=f"{name}_unpacked")(y)
+
+
 def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: int, pack: bool,
                 transpose_min: int = 1 << 30) -> dict[str, Any]:
     """Two consecutive CCW blocks of a module without the concat, shuffle and split between them.
@@ -775,7 +801,15 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
     24x24 map: 3 slices 5.1 us against a 2-way split 2.6; the
     concatenation of 6 + 6 + 12 channels 4.5 us against 12 + 12 2.8): lhp-small's 24-channel
     branch saves ~1.3 us per pair, and the whole graph 2 % (lhp-large 4.5 %; ad-hoc in-process
-    loop, amx form).
+    loop, amx form). The ``amx`` form concatenates ``[A_lo, Y_lo, Y']`` on the views (H, W/g,
+    g*C) its packed permutation conv reads (:func:`packed_pair_kernel`: the conv's weights take
+    the parts in that order), so each copied run is g pixels long: trained lhp-small,
+    ``benchmarks/op_profile.py --models before=A after=B``, the 24x24 concatenation 5.1 -> 2.2
+    us, CONCATENATION summed 99.1 -> 82.8 us; whole graph, in-process, 150 interleaved rounds
+    with MediaPipe's model (ad-hoc script, not kept), p50 0.933 -> 0.916 ms back to back,
+    1.168 -> 1.169 ms right after the other models (no difference there). The same int8 values:
+    the two converted files gave identical outputs on 8 random inputs (ad hoc); the test
+    checks the kernel against the plain permutation.
     """
     by_name = {layer.name: layer for layer in model.layers}
     state: dict[tuple[str, int], dict[str, Any]] = {}
@@ -822,16 +856,28 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
             state[key]["y_lo"] = y_lo
             return [y_lo, keras.layers.Concatenate(name=f"{name}_working")([state[key]["a_hi"], y_hi])]
 
-        def concat1(x: list[Any], key: tuple[str, int] = key, name: str = names["concat1"]) -> Any:
-            return keras.layers.Concatenate(name=name)([state[key]["a_lo"], state[key]["y_lo"], x[1]])
+        def concat1(x: list[Any], key: tuple[str, int] = key, name: str = names["concat1"],
+                    transposed: bool = transposed) -> Any:
+            parts = [state[key]["a_lo"], state[key]["y_lo"], x[1]]
+            _, h, w, c = (int(d) for d in x[1].shape)
+            g = 1 if transposed or not pack else _pack_factor(x[1].shape, 2 * c, 2 * c)
+            state[key]["pack"] = g
+            if g > 1:  # concatenated on (H, W/g, g*C) views: g pixels' channels as one run
+                parts = [keras.layers.Reshape((h, w // g, g * int(t.shape[-1])), name=f"{name}_packed{k}")(t)
+                         for k, t in enumerate(parts)]
+            return keras.layers.Concatenate(name=name)(parts)
 
-        def shuffle1(x: Any, out: np.ndarray = out, name: str = names["shuffle1"], transposed: bool = transposed) -> Any:
+        def shuffle1(x: Any, out: np.ndarray = out, name: str = names["shuffle1"], transposed: bool = transposed,
+                     key: tuple[str, int] = key) -> Any:
             if transposed:
                 from lhp_tf.model.ops import QuarterInterleave
 
                 if not np.array_equal(out, quarter_interleave(len(out))):
                     raise LhpError(f"{name}: the pair's closing permutation is not a quarter interleave")
                 return QuarterInterleave(name=name)(x)
+            g = state[key]["pack"]
+            if g > 1:
+                return _packed_pair_permutation(x, out, g, name, keras)
             kernel = np.zeros((1, 1, len(out), len(out)), np.float32)
             kernel[0, 0, out, np.arange(len(out))] = 1.0
             return _pointwise(x, kernel, None, name, keras, pack)

@@ -15,6 +15,7 @@ from lhp_tf.converters.deploy import (  # noqa: E402
     block_kernel,
     column_pair_kernel,
     deploy_model,
+    packed_pair_kernel,
     pair_permutations,
     quarter_interleave,
     shuffle_permutation,
@@ -165,9 +166,22 @@ def test_int8_ccw_pairs_skip_the_shuffle_between_them(target: str) -> None:
             closing = type(layers[f"ccw_s{s}m0b1_shuffle{i}"])
             wide = TINY["channels"][i] >= PAIR_TRANSPOSE_MIN_CHANNELS[target]
             assert closing is (QuarterInterleave if wide else keras.layers.Conv2D), (target, s, i)
+            # the amx form concatenates the closing permutation's input on pixel-pair views (the
+            # 16x16 top branch packs; 8x8 maps are under AMX_MIN_PIXELS)
+            packed = f"ccw_s{s}m0b1_concat{i}_packed0" in layers
+            assert packed == (target == "amx" and i == 0), (target, s, i)
     assert target != "xnnpack" or TINY["channels"][3] >= PAIR_TRANSPOSE_MIN_CHANNELS[target] > TINY["channels"][2]
     half, out = pair_permutations(8)
     np.testing.assert_array_equal(half, [0, 2, 1, 3])
+    # on g-pixel views: the concatenation of the packed parts, then the packed kernel, is the
+    # plain concatenation permuted, pixel by pixel
+    q = 6
+    _, out24 = pair_permutations(4 * q)
+    parts = [np.random.default_rng(k).normal(size=(3, 8, w)) for k, w in enumerate((q, q, 2 * q))]
+    plain = np.concatenate(parts, -1)[..., out24]
+    for g in (2, 4):
+        packed = np.concatenate([t.reshape(3, 8 // g, -1) for t in parts], -1) @ packed_pair_kernel(out24, g)[0, 0]
+        np.testing.assert_array_equal(packed.reshape(3, 8, 4 * q), plain)
     assert sorted(out) == list(range(8))
     for c in (8, 24, 48, 192):
         np.testing.assert_array_equal(pair_permutations(c)[1], quarter_interleave(c))

@@ -29,7 +29,8 @@ drift, the four synthetic checkpoints of the README (AVX-512/AMX machine; ``lhp 
 ranges COPY/best.keras``, then ``lhp quantize drift COPY/best.keras --data
 RUN/int8_drift/full.npz --set export.calibration=learned``), per tensor -> tied: lhp-small
 10 epochs +0.043 -> -0.017, 20 epochs +0.026 -> +0.029; lhp-large 10 epochs +0.045 ->
-+0.033, 20 epochs +0.096 -> +0.069. The simulated loss the learning ends at is higher tied
++0.033, 20 epochs +0.096 -> +0.069 (the graph of that time, SCAF's channel means as convs;
+with them as MEAN ops the same tied ranges give -0.020, +0.024, +0.021, +0.071). The simulated loss the learning ends at is higher tied
 (lhp-large 20 epochs 6.2e-5 against 4.0e-5), but untied it was measured under ranges the
 conversion does not keep.
 

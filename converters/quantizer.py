@@ -220,7 +220,11 @@ class FloatGraph:
         last one an op of the layer writes that is not a copy (AEQ's same-as-input and
         same-as-output ops: reshapes, slices, concatenations ...), else the last it writes. A
         layer that reshapes its result (:class:`~lhp_tf.model.ops.PooledChannelMean`'s MEAN)
-        has its range on the value int8 rounds, not on a copy that takes the value's scale.
+        has its range on the value int8 rounds, not on a copy that takes the value's scale
+        (the conversion gives a group of copies the union of what free ops write into it, so
+        a range on a copy was dropped: so were two ReLUs' learned ranges in the ``amx`` form,
+        whose packed conv the converter fused through the unpacking reshape; the 20-epoch
+        lhp-small's amx int8 drift +0.029 -> +0.018 with this mapping, its saved ranges).
 
         The converter names a tensor after the scope that computed it: ``layer/Op;...`` for
         the fused ops it names, ``layer_1/...`` for a layer's second call. A scope that is a

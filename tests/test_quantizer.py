@@ -427,3 +427,19 @@ def test_int8_copies_of_int16_tensors_keep_their_int8_scale_and_the_bias_follows
     copies = [q for n, q in scales.items() if n != name and name in n]  # the QUANTIZE's int8 output
     assert copies and all(q == pytest.approx(pure_scales[name], rel=1e-6) for q in copies)
     np.testing.assert_allclose(got, want, atol=2 * step)
+
+
+def test_a_layer_s_range_goes_on_the_value_it_computes_not_on_a_copy() -> None:
+    """A layer whose last op is a reshape (PooledChannelMean: RESHAPE, MEAN, RESHAPE) maps to
+    its MEAN's output: the conversion gives a group of copies the union of what the free ops
+    write into it, so a range written on the copy would be dropped. A layer of copies only maps
+    to its last tensor; the converter's fused name (a ReLU scope on its conv) counts as the
+    ReLU's."""
+    names = ["x", "pool_1/Reshape", "pool_1/Mean", "pool_1/Reshape_1", "relu_1/Relu;conv_1/conv",
+             "relu_1/Relu;unpacked_1/Reshape", "shuffle_1/transpose"]
+    graph = quantizer.FloatGraph(
+        ops=[("RESHAPE", [0], [1]), ("MEAN", [1], [2]), ("RESHAPE", [2], [3]), ("CONV_2D", [3], [4]),
+             ("RESHAPE", [4], [5]), ("TRANSPOSE", [5], [6])],
+        names=names, constants={}, inputs=[0], outputs=[6])
+    assert graph.tensors_by_layer(["pool", "relu", "shuffle"]) == {
+        "pool": "pool_1/Mean", "relu": "relu_1/Relu;conv_1/conv", "shuffle": "shuffle_1/transpose"}

@@ -859,7 +859,7 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
         def concat1(x: list[Any], key: tuple[str, int] = key, name: str = names["concat1"],
                     transposed: bool = transposed) -> Any:
             parts = [state[key]["a_lo"], state[key]["y_lo"], x[1]]
-            _, h, w, c = (int(d) for d in x[1].shape)
+            h, w, c = (int(d) for d in x[1].shape[1:])
             g = 1 if transposed or not pack else _pack_factor(x[1].shape, 2 * c, 2 * c)
             state[key]["pack"] = g
             if g > 1:  # concatenated on (H, W/g, g*C) views: g pixels' channels as one run

@@ -1,8 +1,8 @@
 """Quantisation-aware training on the deploy graph (``lhp quantize qat``, ``--graph deploy``).
 
 The int8 model that ships rounds where the deploy graph (:mod:`lhp_tf.converters.deploy`) puts
-its tensors: SCAF products at the source's size, channel means as convs, pools as strided
-steps, BatchNorm folded into the convs. tfmot's path (``--graph training``,
+its tensors: SCAF products at the source's size, channel means as MEAN ops (convs for an
+NPU), pools as strided steps, BatchNorm folded into the convs. tfmot's path (``--graph training``,
 :mod:`lhp_tf.quantize.qat_model`) fake-quantises the TRAINING graph instead. Here the
 simulation is the deploy graph itself, in Keras 3, no tfmot, in the calling process:
 

@@ -193,6 +193,28 @@ this 2-core x86 machine; see the measurements section):
   file twice): with both CPU rewrites 3.916 / 3.918 ms, without the row MULs 3.950 / 3.963,
   without the pixel-pair stem 3.973 / 3.971 (float 3.810). The same int8 values (a reshape
   and concatenations of one scale; held-out NME of the 10-epoch lhp-small 4.5044 both).
+* **Attention weights come repeated from the conv that computes them** (integer CPU graphs,
+  :func:`_row_mul_tiles`, :class:`UpsampledWeights`): the spatial weighting's fc2 writes its
+  C weights W times over for the row-wise MUL above, and CCW's cross-resolution conv2 writes
+  each branch's weights ``s`` times over (``s``: the branch's upsample factor), which is the
+  weights upsampled along width; the MUL then broadcasts those rows over the s rows each
+  covers on a (h, s, W*C) view of the map (:func:`_tiled_weights_mul`). Tiled output channels
+  keep their weights and so their per-channel scales: the same int8 values (tested; the
+  converted trained lhp-small amx and xnnpack and lhp-large amx files gave identical outputs
+  on 8 random inputs). What goes: the weights' tiling CONCATENATIONs and every CCW upsample
+  (two CONCATENATIONs and two RESHAPEs per step), 88 of lhp-small's 1004 amx ops. Why it
+  matters more than the ops' own time says: in a graph run right after another model (as
+  ``benchmarks/latency.py`` and a board running a face detector first do) every op pays for
+  what it touches first, ~0.4-0.5 us for even the cheapest (``python
+  benchmarks/op_marginal.py FILE``: one more LOGISTIC 0.43 us after another model vs 0.30
+  back to back, one more one-pixel conv 1.05 vs 0.45, a RESHAPE 0.72 vs 0.32, a
+  CONCATENATION 1.9 vs 1.3; lhp-small's ~900 ops carry ~0.4 ms of it, MediaPipe's 97 ops
+  ~0.04). Whole graphs, an in-process loop interleaved with MediaPipe's model (ad-hoc script,
+  200-250 rounds, p50 us, right after the other models / back to back): lhp-small amx 1131 ->
+  1112 / 899 -> 895 (the fc2 tiling alone 1141 -> 1130, back to back unchanged), xnnpack
+  1294 -> 1251 / 1088 -> 1061, lhp-large amx 2989 -> 2940 / 2522 -> 2496. The conv2 weights
+  grow by the factors (lhp-large's constants 1.77 -> 2.04 MB). Float graphs keep the
+  upsamples (not measured); the npu form keeps its broadcast MUL (:func:`_broadcast_upsample_mul`).
 
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu
@@ -317,6 +339,7 @@ lhp-large int8 3.75x -> 2.84x, float 3.00x -> 2.49x. Int8 / float: 1.28x -> 1.17
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -553,16 +576,128 @@ def _row_broadcast_mul(layer: Any, xs: list[Any], keras: Any) -> Any | None:
 
     shapes = [tuple(int(d) for d in t.shape[1:]) for t in xs]
     big = [i for i, shape in enumerate(shapes) if shape[:2] != (1, 1)]
-    if len(xs) != 2 or len(big) != 1 or shapes[1 - big[0]] != (1, 1, shapes[big[0]][2]):
+    if len(xs) != 2 or len(big) != 1:
         return None
     x, w = xs[big[0]], xs[1 - big[0]]
     h, wd, c = shapes[big[0]]
-    if h * wd < ROW_MUL_MIN_PIXELS:
+    if h * wd < ROW_MUL_MIN_PIXELS or shapes[1 - big[0]] not in ((1, 1, c), (1, 1, wd * c)):
         return None
-    for k, f in enumerate(upsample_steps(wd)):
-        w = keras.layers.Concatenate(name=f"{layer.name}_tile{k}")([w] * f)
+    if shapes[1 - big[0]] == (1, 1, c):  # not already tiled by the conv that computes it
+        for k, f in enumerate(upsample_steps(wd)):
+            w = keras.layers.Concatenate(name=f"{layer.name}_tile{k}")([w] * f)
     view = keras.layers.Reshape((h, 1, wd * c), name=f"{layer.name}_rows")(x)
     return keras.layers.Reshape((h, wd, c), name=f"{layer.name}_pixels")(layer([view, w]))
+
+
+def _row_mul_tiles(model: Any, keras: Any) -> dict[str, int]:
+    """``{1x1 conv name: W}`` for the convs whose per-channel weights (through at most one
+    elementwise activation, nothing else reading either) a :func:`_row_broadcast_mul` repeats
+    W times along channels: the conv writes them W times itself (its output channels tiled, so
+    each copy keeps its per-channel weight scale and the int8 values are the same), which saves
+    the concatenations (one-pixel CONCATENATIONs cost ~0.5-1 us each in a graph run right
+    after another model: ``benchmarks/op_marginal.py``)."""
+    consumers = _consumer_counts(model)
+    tiles = {}
+    for layer in model.layers:
+        if type(layer) is not keras.layers.Multiply or not layer._inbound_nodes:
+            continue
+        ins = list(layer._inbound_nodes[0].input_tensors)
+        shapes = [tuple(int(d) for d in t.shape[1:]) for t in ins]
+        small = [i for i, shape in enumerate(shapes) if shape[:2] == (1, 1)]
+        if len(ins) != 2 or len(small) != 1:
+            continue
+        (h, wd, c), w = shapes[1 - small[0]], ins[small[0]]
+        if h * wd < ROW_MUL_MIN_PIXELS or shapes[small[0]] != (1, 1, c) or consumers.get(id(w)) != 1:
+            continue
+        source = _producer(w)
+        if type(source) is keras.layers.Activation:
+            w = _input_of(source)
+            source = _producer(w) if consumers.get(id(w)) == 1 else None
+        if (type(source) is keras.layers.Conv2D and tuple(source.kernel_size) == (1, 1)
+                and source.activation is keras.activations.linear and source.groups == 1):
+            tiles[source.name] = wd
+    return tiles
+
+
+@dataclass
+class UpsampledWeights:
+    """Attention weights that a conv computes at a low resolution, an activation squashes, a
+    ChannelSplit parts and nearest upsamples bring to the maps they multiply (CCW's
+    cross-resolution weighting): the conv writes each part's channels ``factor`` times over
+    (tiled output channels keep their per-channel weight scales: the same int8 values), which
+    is the part upsampled along width, so the product is one broadcast MUL over a (h, s, W*C)
+    view of the map (:func:`_tiled_weights_mul`) and the upsample's CONCATENATIONs go."""
+
+    conv: str
+    #: the conv's output channels per split part, and how often each part is repeated
+    sizes: list[int]
+    factors: list[int]
+    split: str
+    ups: set[str]
+    muls: dict[str, int]
+
+    def order(self, order: np.ndarray) -> np.ndarray:
+        """``order`` (the conv's output channels, position -> trained channel) with each part's
+        channels repeated ``factor`` times."""
+        bounds = np.cumsum([0, *self.sizes])
+        return np.concatenate([np.tile(order[a:b], f) for a, b, f in zip(bounds[:-1], bounds[1:], self.factors, strict=True)])
+
+
+def _upsampled_weights(model: Any, keras: Any, folded: dict[str, Any]) -> list[UpsampledWeights]:
+    """Every conv -> (BN) -> activation -> ChannelSplit -> nearest upsample -> Multiply chain of
+    ``model`` whose intermediate tensors feed nothing else (:class:`UpsampledWeights`)."""
+    from lhp_tf.model.ops import ChannelSplit, NearestUpsample
+
+    consumers = _consumer_counts(model)
+    conv_of_bn = {bn.name: name for name, bn in folded.items()}
+    by_name = {layer.name: layer for layer in model.layers}
+    found: dict[str, UpsampledWeights] = {}
+    for layer in model.layers:
+        if type(layer) is not keras.layers.Multiply or not layer._inbound_nodes:
+            continue
+        ins = list(layer._inbound_nodes[0].input_tensors)
+        ups = [i for i, t in enumerate(ins) if isinstance(_producer(t), NearestUpsample)]
+        if len(ins) != 2 or len(ups) != 1 or tuple(ins[0].shape) != tuple(ins[1].shape):
+            continue
+        up = _producer(ins[ups[0]])
+        part = _input_of(up)
+        split = _producer(part)
+        if (up.factor < 2 or consumers.get(id(ins[ups[0]])) != 1 or consumers.get(id(part)) != 1
+                or type(split) is not ChannelSplit):
+            continue
+        act = _producer(_input_of(split))
+        if type(act) is not keras.layers.Activation or consumers.get(id(_input_of(split))) != 1:
+            continue
+        source = _producer(_input_of(act))
+        conv = by_name.get(conv_of_bn.get(source.name, source.name))
+        if (consumers.get(id(_input_of(act))) != 1 or type(conv) is not keras.layers.Conv2D
+                or tuple(conv.kernel_size) != (1, 1) or conv.groups != 1
+                or (conv.name not in folded and conv.activation is not keras.activations.linear)):
+            continue
+        k = [i for i, t in enumerate(split._inbound_nodes[0].output_tensors) if t is part][0]
+        entry = found.setdefault(split.name, UpsampledWeights(conv.name, list(split.sizes), [1] * len(split.sizes),
+                                                              split.name, set(), {}))
+        entry.factors[k] = up.factor
+        entry.ups.add(up.name)
+        entry.muls[layer.name] = up.factor
+    return list(found.values())
+
+
+def _tiled_weights_mul(layer: Any, xs: list[Any], factor: int, keras: Any) -> Any:
+    """``x * nearest_upsample(w, factor)`` for weights ``w`` whose channels the conv computing
+    them already repeats ``factor`` times (:class:`UpsampledWeights`): a (h, 1, W*C) view of
+    ``w`` is the rows of the upsample, and the MUL broadcasts them over the ``factor`` rows
+    each covers, on a (h, s, W*C) view of ``x``. Exact."""
+    c = min(int(t.shape[-1]) for t in xs)
+    big = [i for i, t in enumerate(xs) if int(t.shape[-1]) == c][0]
+    x, w = xs[big], xs[1 - big]
+    _, hh, ww, _ = (int(d) for d in x.shape)
+    if int(w.shape[-1]) != factor * c or hh != factor * int(w.shape[1]) or ww != factor * int(w.shape[2]):
+        raise LhpError(f"{layer.name}: weights {tuple(w.shape[1:])} are not a x{factor} tiling for {tuple(x.shape[1:])}")
+    rows = keras.layers.Reshape((hh // factor, 1, ww * c), name=f"{layer.name}_rows")(w)
+    view = keras.layers.Reshape((hh // factor, factor, ww * c), name=f"{layer.name}_view")(x)
+    y = layer([view, rows] if big == 0 else [rows, view])
+    return keras.layers.Reshape((hh, ww, c), name=f"{layer.name}_pixels")(y)
 
 
 def bilinear_taps(factor: int) -> np.ndarray:
@@ -774,7 +909,8 @@ def _packed_pair_permutation(x: Any, out: np.ndarray, g: int, name: str, keras: 
 
 
 def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: int, pack: bool,
-                transpose_min: int = 1 << 30) -> dict[str, Any]:
+                transpose_min: int = 1 << 30, tiles: dict[str, int] | None = None,
+                upsampled: dict[str, UpsampledWeights] | None = None) -> dict[str, Any]:
     """Two consecutive CCW blocks of a module without the concat, shuffle and split between them.
 
     Between blocks b and b+1 the graph concatenates the identity half A and the new half Y,
@@ -886,8 +1022,9 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
                          names["split1"]: split1, names["concat1"]: concat1, names["shuffle1"]: shuffle1})
         for k, kw in (("dw", "inputs"), ("fc1", "inputs"), ("fc2", "outputs")):
             conv = by_name[names[k]]
-            rewrites[names[k]] = (lambda x, conv=conv, kw=kw, half=half:
-                                  _folded_conv(conv, folded.get(conv.name), x, keras, pack, **{kw: half}))
+            order = np.tile(half, (tiles or {}).get(conv.name, 1)) if kw == "outputs" else half
+            rewrites[names[k]] = (lambda x, conv=conv, kw=kw, order=order:
+                                  _folded_conv(conv, folded.get(conv.name), x, keras, pack, **{kw: order}))
     for second, halves in orders.items():
         widths: list[int] = []
         while f"{second}_split{len(widths)}" in by_name:
@@ -896,7 +1033,9 @@ def _paired_ccw(model: Any, keras: Any, folded: dict[str, Any], max_channels: in
         order = np.concatenate([offsets[i] + halves.get(i, np.arange(w)) for i, w in enumerate(widths)])
         for k, kw in (("conv1", "inputs"), ("conv2", "outputs")):
             conv = by_name[f"{second}_crw_{k}_conv"]
-            rewrites[conv.name] = (lambda x, conv=conv, kw=kw, order=order:
+            tiled = (upsampled or {}).get(conv.name)
+            written = order if tiled is None or kw == "inputs" else tiled.order(order)
+            rewrites[conv.name] = (lambda x, conv=conv, kw=kw, order=written:
                                    _folded_conv(conv, folded[conv.name], x, keras, pack, **{kw: order}))
     return rewrites
 
@@ -1088,7 +1227,13 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     followed by BatchNorm: those become new frozen convs holding the folded weights.
     """
     from lhp_tf.model.kbackend import keras
-    from lhp_tf.model.ops import ChannelMean, ChannelShuffle, NearestUpsample, PooledChannelMean
+    from lhp_tf.model.ops import (
+        ChannelMean,
+        ChannelShuffle,
+        ChannelSplit,
+        NearestUpsample,
+        PooledChannelMean,
+    )
 
     if target not in TARGETS:
         raise LhpError(f"--target {target!r}: expected one of {', '.join(TARGETS)}")
@@ -1132,9 +1277,15 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     column_pairs = target in COLUMN_PAIR_TARGETS and quant == "int8" and layout_rewrites
     row_muls = target in ROW_MUL_TARGETS and quant == "int8" and layout_rewrites
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
+    tiles = _row_mul_tiles(model, keras) if row_muls else {}
+    upsampled = {u.conv: u for u in _upsampled_weights(model, keras, folded)} if row_muls else {}
+    tiled_splits = {u.split: u for u in upsampled.values()}
+    tiled_ups = {name for u in upsampled.values() for name in u.ups}
+    tiled_muls = {name: f for u in upsampled.values() for name, f in u.muls.items()}
     if quant != "float" and layout_rewrites:  # every shuffle of an NPU graph is a conv, whatever its width
         rewrites.update(_paired_ccw(model, keras, folded, 1 << 30 if target == "npu" else shuffle_conv_max, pack=amx,
-                                    transpose_min=PAIR_TRANSPOSE_MIN_CHANNELS[target]))
+                                    transpose_min=PAIR_TRANSPOSE_MIN_CHANNELS[target], tiles=tiles,
+                                    upsampled=upsampled))
 
     # a pooled channel mean is one MEAN of the mean's input on CPUs; for an NPU one strided conv
     # from it, halved on from there for larger pools; either is shared by every pool of that mean;
@@ -1175,6 +1326,19 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
         x = args[0]
         if layer.name in rewrites:
             return rewrites[layer.name](x)
+        if layer.name in tiles:  # its weights, repeated along channels for a row-wise MUL
+            order = np.tile(np.arange(layer.filters), tiles[layer.name])
+            return _folded_conv(layer, folded.get(layer.name), x, keras, outputs=order)
+        if layer.name in upsampled:  # each part's weights repeated along channels: upsampled along width
+            order = upsampled[layer.name].order(np.arange(layer.filters))
+            return _folded_conv(layer, folded.get(layer.name), x, keras, pack=amx, outputs=order)
+        if layer.name in tiled_splits:
+            u = tiled_splits[layer.name]
+            return ChannelSplit([c * f for c, f in zip(u.sizes, u.factors, strict=True)], name=layer.name)(x)
+        if layer.name in tiled_ups:
+            return x  # its input is already repeated along width; the MUL broadcasts it over rows
+        if layer.name in tiled_muls:
+            return _tiled_weights_mul(layer, x, tiled_muls[layer.name], keras)
         if layer.name in resize_of:
             follow, i = resize_of[layer.name]
             return scaf_mul(layer, resize(follow, x[i]), x[1 - i])

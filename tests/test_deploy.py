@@ -107,9 +107,14 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     # an NPU gets global average pools as depthwise steps (fewer Vela cycles than MEAN in lhp-small)
     gaps = [la for la in layers if type(la) is keras.layers.GlobalAveragePooling2D]
     assert bool(gaps) == (target != "npu")
-    # an NPU multiplies CCW's attention weights by broadcasting, without upsampling them in full
+    # CCW's attention weights multiply without being upsampled in full: an NPU broadcasts them;
+    # int8 CPU graphs have the conv computing them repeat each branch's weights along width,
+    # and the MUL broadcasts those rows (no CONCATENATION)
     crw_ups = [la for la in layers if isinstance(la, NearestUpsample) and "_crw_up" in la.name]
-    assert bool(crw_ups) == (target != "npu")
+    assert bool(crw_ups) == ((target, quant) == ("xnnpack", "float"))
+    crw_rows = [la.name for la in layers if re.search(r"_crw_mul\d+_rows$", la.name)]
+    crw_cols = [la.name for la in layers if re.search(r"_crw_mul\d+_cols", la.name)]  # the NPU's width copies
+    assert (bool(crw_rows), bool(crw_cols)) == (quant == "int8", target == "npu"), (crw_rows, crw_cols)
     # every conv -> BN pair is one conv with bias
     assert not [la for la in layers if type(la) is keras.layers.BatchNormalization]
     # int8 on AMX: the stem runs on 4x4 space-to-depth blocks of the image, its depthwise convs
@@ -170,6 +175,8 @@ def test_int8_ccw_pairs_skip_the_shuffle_between_them(target: str) -> None:
             # 16x16 top branch packs; 8x8 maps are under AMX_MIN_PIXELS)
             packed = f"ccw_s{s}m0b1_concat{i}_packed0" in layers
             assert packed == (target == "amx" and i == 0), (target, s, i)
+        # the paired block's cross-resolution weights also come tiled from its permuted conv2
+        assert f"ccw_s{s}m0b1_crw_mul0_rows" in layers, (target, s)
     assert target != "xnnpack" or TINY["channels"][3] >= PAIR_TRANSPOSE_MIN_CHANNELS[target] > TINY["channels"][2]
     half, out = pair_permutations(8)
     np.testing.assert_array_equal(half, [0, 2, 1, 3])
@@ -222,6 +229,71 @@ def test_int8_cpu_graphs_multiply_per_channel_weights_row_by_row() -> None:
         deployed = deploy_model(model, target, quant)
         np.testing.assert_allclose(np.asarray(deployed(image)), np.asarray(model(image)), atol=1e-6, rtol=0)
         assert any(la.name == "sw_mul_rows" for la in deployed.layers) == rows
+
+
+def test_int8_row_weights_come_tiled_from_their_conv(tmp_path) -> None:
+    """When the weights are a linear 1x1 conv then an activation, the conv writes them once per
+    pixel of a row (its output channels tiled): no concatenation, the very same int8 values as
+    the plain MUL of a graph without layout rewrites."""
+    from lhp_tf.model.kbackend import keras
+
+    x = keras.Input(batch_shape=(1, 24, 24, 3))
+    y = keras.layers.Conv2D(12, 3, padding="same", name="first")(x)
+    w = keras.layers.GlobalAveragePooling2D(keepdims=True)(y)
+    w = keras.layers.Conv2D(12, 1, name="fc2_conv")(w)
+    w = keras.layers.Activation("sigmoid", name="fc2_sigmoid")(w)
+    model = keras.Model(x, keras.layers.Multiply(name="sw_mul")([y, w]))
+    randomize(model, seed=6)
+    images = np.random.default_rng(4).random((4, 24, 24, 3), dtype=np.float32)
+    tiled = deploy_model(model, "amx", "int8")
+    np.testing.assert_allclose(np.asarray(tiled(images[:1])), np.asarray(model(images[:1])), atol=1e-5, rtol=0)
+    names = [la.name for la in tiled.layers]
+    assert "sw_mul_rows" in names and not [n for n in names if "_tile" in n], names
+    conv = next(la for la in tiled.layers if la.name == "fc2_conv")
+    np.testing.assert_array_equal(np.asarray(conv.kernel), np.tile(np.asarray(model.get_layer("fc2_conv").kernel), 24))
+    plain = _int8_output(deploy_model(model, "amx", "int8", layout_rewrites=False), images, tmp_path / "plain.tflite")
+    got = _int8_output(tiled, images, tmp_path / "tiled.tflite")
+    assert len(np.unique(got)) > 20
+    np.testing.assert_array_equal(got, plain)
+
+
+def test_int8_upsampled_weights_come_tiled_from_their_conv(tmp_path) -> None:
+    """CCW's cross-resolution weights (conv -> BN -> sigmoid -> split -> nearest upsample ->
+    MUL): in int8 CPU graphs the conv repeats each part's channels x``factor`` (the part
+    upsampled along width) and the MUL broadcasts them over rows: no upsample, no
+    concatenation, the very same int8 values as without layout rewrites."""
+    from lhp_tf.converters.deploy import UpsampledWeights
+
+    from lhp_tf.model.kbackend import keras
+    from lhp_tf.model.ops import ChannelSplit, NearestUpsample
+
+    order = UpsampledWeights("c", [2, 3], [4, 1], "s", set(), {}).order(np.arange(5))
+    np.testing.assert_array_equal(order, [0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 4])
+    x = keras.Input(batch_shape=(1, 16, 16, 3))
+    hi = keras.layers.Conv2D(4, 3, padding="same", name="first")(x)
+    lo = keras.layers.AveragePooling2D(4, name="pool")(hi)
+    w = keras.layers.Conv2D(10, 1, use_bias=False, name="crw_conv2_conv")(keras.layers.Concatenate()([lo, lo]))
+    w = keras.layers.BatchNormalization(name="crw_conv2_bn")(w)
+    w = keras.layers.Activation("sigmoid", name="crw_sigmoid")(w)
+    w_hi, w_lo = ChannelSplit([4, 6], name="crw_split")(w)
+    y_hi = keras.layers.Multiply(name="crw_mul0")([hi, NearestUpsample(4, name="crw_up0")(w_hi)])
+    y_lo = keras.layers.Multiply(name="crw_mul1")([keras.layers.Concatenate()([lo, lo[..., :2]]), w_lo])
+    model = keras.Model(x, [y_hi, y_lo])
+    randomize(model, seed=8)
+    images = np.random.default_rng(5).random((4, 16, 16, 3), dtype=np.float32)
+    for target in ("amx", "xnnpack"):
+        tiled = deploy_model(model, target, "int8")
+        for got, ref in zip(tiled(images[:1]), model(images[:1]), strict=True):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=0)
+        names = [la.name for la in tiled.layers]
+        assert "crw_mul0_rows" in names and "crw_up0" not in names and "crw_mul1_rows" not in names, names
+        conv = next(la for la in tiled.layers if la.name == "crw_conv2_conv")
+        assert conv.filters == 4 * 4 + 6
+    single = keras.Model(x, y_hi)
+    got = _int8_output(deploy_model(single, "xnnpack", "int8"), images, tmp_path / "tiled.tflite")
+    plain = _int8_output(deploy_model(single, "xnnpack", "int8", layout_rewrites=False), images, tmp_path / "plain.tflite")
+    assert len(np.unique(got)) > 20
+    np.testing.assert_array_equal(got, plain)
 
 
 def _int8_output(deployed, images: np.ndarray, path) -> np.ndarray:

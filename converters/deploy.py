@@ -193,7 +193,7 @@ this 2-core x86 machine; see the measurements section):
   file twice): with both CPU rewrites 3.916 / 3.918 ms, without the row MULs 3.950 / 3.963,
   without the pixel-pair stem 3.973 / 3.971 (float 3.810). The same int8 values (a reshape
   and concatenations of one scale; held-out NME of the 10-epoch lhp-small 4.5044 both).
-* **Attention weights come repeated from the conv that computes them** (integer CPU graphs,
+* **Attention weights come repeated from the conv that computes them** (CPU graphs,
   :func:`_row_mul_tiles`, :class:`UpsampledWeights`): the spatial weighting's fc2 writes its
   C weights W times over for the row-wise MUL above, and CCW's cross-resolution conv2 writes
   each branch's weights ``s`` times over (``s``: the branch's upsample factor), which is the
@@ -213,8 +213,14 @@ this 2-core x86 machine; see the measurements section):
   200-250 rounds, p50 us, right after the other models / back to back): lhp-small amx 1131 ->
   1112 / 899 -> 895 (the fc2 tiling alone 1141 -> 1130, back to back unchanged), xnnpack
   1294 -> 1251 / 1088 -> 1061, lhp-large amx 2989 -> 2940 / 2522 -> 2496. The conv2 weights
-  grow by the factors (lhp-large's constants 1.77 -> 2.04 MB). Float graphs keep the
-  upsamples (not measured); the npu form keeps its broadcast MUL (:func:`_broadcast_upsample_mul`).
+  grow by the factors (lhp-large's constants 1.77 -> 2.04 MB). Float graphs for CPUs take the
+  conv2 tiling too (:data:`TILED_WEIGHT_TARGETS`; lhp-small float 1120 -> 1100 / 943 -> 927,
+  outputs identical), not the fc2 one (float keeps the plain MUL, above); the npu form keeps
+  its broadcast MUL (:func:`_broadcast_upsample_mul`). Tried and not kept: SCAF's
+  lower-resolution terms the same way (fc2 writing each receiver's weights repeated to its
+  width, the nested sums as ADDs broadcasting rows): 23 ops fewer, the same int8 values, but
+  no faster (lhp-small amx 1109 -> 1122 / 884 -> 896, xnnpack 1317 -> 1321, lhp-large amx
+  3156 -> 3170): the MULs and coarse ADDs at full width cost what the concatenations saved.
 
 Targets: ``xnnpack`` (the CPU form, the default) and ``npu`` differ in the x4/x8 bilinear
 upsamples, SCAF's broadcast, the global average pools and CCW's weight upsampling; the npu
@@ -361,6 +367,9 @@ AMX_MIN_PIXELS = 144
 #: Integer graphs for these targets multiply maps of at least ROW_MUL_MIN_PIXELS pixels by
 #: per-channel weights one row at a time (:func:`_row_broadcast_mul`)
 ROW_MUL_TARGETS = ("xnnpack", "amx")
+#: Graphs for these targets (float and integer) take CCW's cross-resolution weights repeated
+#: along width from their conv and multiply them row by row (:class:`UpsampledWeights`)
+TILED_WEIGHT_TARGETS = ("xnnpack", "amx")
 ROW_MUL_MIN_PIXELS = 576
 #: The widest stride of one depthwise step of an average pool in integer graphs: Vela takes
 #: depthwise strides 1-3 only; XNNPACK's int8 depthwise conv is cheaper as a 4x4 stride-4
@@ -1278,7 +1287,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     row_muls = target in ROW_MUL_TARGETS and quant == "int8" and layout_rewrites
     rewrites = {**_s2d_stem(model, keras, folded), **_summed_head(model, keras)} if amx else {}
     tiles = _row_mul_tiles(model, keras) if row_muls else {}
-    upsampled = {u.conv: u for u in _upsampled_weights(model, keras, folded)} if row_muls else {}
+    tiled_weights = target in TILED_WEIGHT_TARGETS and layout_rewrites
+    upsampled = {u.conv: u for u in _upsampled_weights(model, keras, folded)} if tiled_weights else {}
     tiled_splits = {u.split: u for u in upsampled.values()}
     tiled_ups = {name for u in upsampled.values() for name in u.ups}
     tiled_muls = {name: f for u in upsampled.values() for name, f in u.muls.items()}

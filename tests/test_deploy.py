@@ -108,13 +108,12 @@ def test_same_function_and_target_structure(trained, target: str, quant: str) ->
     gaps = [la for la in layers if type(la) is keras.layers.GlobalAveragePooling2D]
     assert bool(gaps) == (target != "npu")
     # CCW's attention weights multiply without being upsampled in full: an NPU broadcasts them;
-    # int8 CPU graphs have the conv computing them repeat each branch's weights along width,
-    # and the MUL broadcasts those rows (no CONCATENATION)
-    crw_ups = [la for la in layers if isinstance(la, NearestUpsample) and "_crw_up" in la.name]
-    assert bool(crw_ups) == ((target, quant) == ("xnnpack", "float"))
+    # CPU graphs have the conv computing them repeat each branch's weights along width, and
+    # the MUL broadcasts those rows (no CONCATENATION)
+    assert not [la for la in layers if isinstance(la, NearestUpsample) and "_crw_up" in la.name]
     crw_rows = [la.name for la in layers if re.search(r"_crw_mul\d+_rows$", la.name)]
     crw_cols = [la.name for la in layers if re.search(r"_crw_mul\d+_cols", la.name)]  # the NPU's width copies
-    assert (bool(crw_rows), bool(crw_cols)) == (quant == "int8", target == "npu"), (crw_rows, crw_cols)
+    assert crw_rows and bool(crw_cols) == (target == "npu"), (crw_rows, crw_cols)
     # every conv -> BN pair is one conv with bias
     assert not [la for la in layers if type(la) is keras.layers.BatchNormalization]
     # int8 on AMX: the stem runs on 4x4 space-to-depth blocks of the image, its depthwise convs
@@ -257,9 +256,9 @@ def test_int8_row_weights_come_tiled_from_their_conv(tmp_path) -> None:
     np.testing.assert_array_equal(got, plain)
 
 
-def test_int8_upsampled_weights_come_tiled_from_their_conv(tmp_path) -> None:
+def test_upsampled_weights_come_tiled_from_their_conv(tmp_path) -> None:
     """CCW's cross-resolution weights (conv -> BN -> sigmoid -> split -> nearest upsample ->
-    MUL): in int8 CPU graphs the conv repeats each part's channels x``factor`` (the part
+    MUL): in CPU graphs the conv repeats each part's channels x``factor`` (the part
     upsampled along width) and the MUL broadcasts them over rows: no upsample, no
     concatenation, the very same int8 values as without layout rewrites."""
     from lhp_tf.converters.deploy import UpsampledWeights
@@ -281,8 +280,8 @@ def test_int8_upsampled_weights_come_tiled_from_their_conv(tmp_path) -> None:
     model = keras.Model(x, [y_hi, y_lo])
     randomize(model, seed=8)
     images = np.random.default_rng(5).random((4, 16, 16, 3), dtype=np.float32)
-    for target in ("amx", "xnnpack"):
-        tiled = deploy_model(model, target, "int8")
+    for target, quant in (("amx", "int8"), ("xnnpack", "int8"), ("xnnpack", "float")):
+        tiled = deploy_model(model, target, quant)
         for got, ref in zip(tiled(images[:1]), model(images[:1]), strict=True):
             np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=0)
         names = [la.name for la in tiled.layers]

@@ -367,10 +367,10 @@ AMX_MIN_PIXELS = 144
 #: Integer graphs for these targets multiply maps of at least ROW_MUL_MIN_PIXELS pixels by
 #: per-channel weights one row at a time (:func:`_row_broadcast_mul`)
 ROW_MUL_TARGETS = ("xnnpack", "amx")
+ROW_MUL_MIN_PIXELS = 576
 #: Graphs for these targets (float and integer) take CCW's cross-resolution weights repeated
 #: along width from their conv and multiply them row by row (:class:`UpsampledWeights`)
 TILED_WEIGHT_TARGETS = ("xnnpack", "amx")
-ROW_MUL_MIN_PIXELS = 576
 #: The widest stride of one depthwise step of an average pool in integer graphs: Vela takes
 #: depthwise strides 1-3 only; XNNPACK's int8 depthwise conv is cheaper as a 4x4 stride-4
 #: step than as two 2x2 ones, and an 8x8 stride-8 one is 10x slower (the module docs)
@@ -576,8 +576,9 @@ def _broadcast_upsample_mul(x: Any, w: Any, s: int, name: str, keras: Any) -> An
 
 def _row_broadcast_mul(layer: Any, xs: list[Any], keras: Any) -> Any | None:
     """``x * w`` for a (1, H, W, C) map and (1, 1, 1, C) weights on a (1, H, 1, W*C) view of
-    ``x`` with ``w`` repeated W times along channels (concatenations: exact in int8, one
-    scale), so the MUL broadcasts over H rows instead of H*W pixels; None where the shapes are
+    ``x`` with ``w`` repeated W times along channels (by the conv computing it,
+    :func:`_row_mul_tiles`, else by concatenations: exact in int8, one scale), so the MUL
+    broadcasts over H rows instead of H*W pixels; None where the shapes are
     not those or the map is under :data:`ROW_MUL_MIN_PIXELS`. XNNPACK's int8 MUL costs per
     broadcast row (24x24x12, int8: 4.8 -> 3.2 us; 24x24x20 5.9 -> 4.4; 12x12x24 2.1 -> 2.1;
     float 2.9 -> 2.5 and 3.5 -> 4.1, so int8 only)."""
@@ -1225,7 +1226,8 @@ def deploy_model(model: Any, target: str = "xnnpack", quant: str = "float", batc
     ``quant`` ("float", "int8", "int16x8"); same function (float: within 1e-4 on heatmaps).
 
     ``layout_rewrites=False`` leaves out the rewrites that only lay the same int8 values out
-    differently (the CCW pairs, the stem's pixel pairs, row-wise MULs, the amx forms): every
+    differently (the CCW pairs, the stem's pixel pairs, row-wise MULs, attention weights tiled
+    by their convs, the amx forms): every
     trained conv then appears once, as itself or folded with its BatchNorm
     (:func:`folded_convs`), which is what QAT on the deploy graph trains
     (:mod:`lhp_tf.quantize.deploy_qat`).

@@ -128,19 +128,9 @@ def timed(runners: dict[str, Callable[[], None]], rounds: int, seed: int = 0) ->
 
 
 def _runner(data: bytes) -> Callable[[], None]:
-    from ai_edge_litert.interpreter import Interpreter
+    from op_profile import Runner  # XNNPACK, 1 thread, fixed random inputs
 
-    interpreter = Interpreter(model_content=data, num_threads=1)
-    interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for d in interpreter.get_input_details():
-        if d["dtype"] == np.float32:
-            value = rng.random(d["shape"], dtype=np.float32)
-        else:
-            info = np.iinfo(d["dtype"])
-            value = rng.integers(max(info.min, -100), min(info.max, 100), d["shape"]).astype(d["dtype"])
-        interpreter.set_tensor(d["index"], value)
-    return interpreter.invoke
+    return Runner(data).interpreter.invoke
 
 
 def marginal(path: Path, reference: Path | None, rounds: int, only: list[str] | None = None) -> tuple[list[str], dict[str, tuple[int, float, float]], dict[str, tuple[int, float, float]]]:

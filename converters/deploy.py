@@ -599,6 +599,13 @@ def _row_broadcast_mul(layer: Any, xs: list[Any], keras: Any) -> Any | None:
     return keras.layers.Reshape((h, wd, c), name=f"{layer.name}_pixels")(layer([view, w]))
 
 
+def _is_pointwise(conv: Any, keras: Any) -> bool:
+    """A linear 1x1 stride-1 ungrouped Conv2D: what :func:`_pointwise` builds, whatever order or
+    repetition of its output channels it is given."""
+    return (type(conv) is keras.layers.Conv2D and tuple(conv.kernel_size) == (1, 1) and tuple(conv.strides) == (1, 1)
+            and conv.activation is keras.activations.linear and conv.groups == 1)
+
+
 def _row_mul_tiles(model: Any, keras: Any) -> dict[str, int]:
     """``{1x1 conv name: W}`` for the convs whose per-channel weights (through at most one
     elementwise activation, nothing else reading either) a :func:`_row_broadcast_mul` repeats
@@ -623,8 +630,7 @@ def _row_mul_tiles(model: Any, keras: Any) -> dict[str, int]:
         if type(source) is keras.layers.Activation:
             w = _input_of(source)
             source = _producer(w) if consumers.get(id(w)) == 1 else None
-        if (type(source) is keras.layers.Conv2D and tuple(source.kernel_size) == (1, 1)
-                and source.activation is keras.activations.linear and source.groups == 1):
+        if _is_pointwise(source, keras):
             tiles[source.name] = wd
     return tiles
 
@@ -680,9 +686,7 @@ def _upsampled_weights(model: Any, keras: Any, folded: dict[str, Any]) -> list[U
             continue
         source = _producer(_input_of(act))
         conv = by_name.get(conv_of_bn.get(source.name, source.name))
-        if (consumers.get(id(_input_of(act))) != 1 or type(conv) is not keras.layers.Conv2D
-                or tuple(conv.kernel_size) != (1, 1) or conv.groups != 1
-                or (conv.name not in folded and conv.activation is not keras.activations.linear)):
+        if consumers.get(id(_input_of(act))) != 1 or not _is_pointwise(conv, keras):
             continue
         k = [i for i, t in enumerate(split._inbound_nodes[0].output_tensors) if t is part][0]
         entry = found.setdefault(split.name, UpsampledWeights(conv.name, list(split.sizes), [1] * len(split.sizes),
@@ -802,8 +806,7 @@ def _folded_conv(conv: Any, bn: Any, x: Any, keras: Any, pack: bool = False, inp
             bias = bias[inputs]
     if outputs is not None:
         kernel, bias = kernel[..., outputs], bias[outputs]
-    if (type(conv) is keras.layers.Conv2D and tuple(conv.kernel_size) == (1, 1) and tuple(conv.strides) == (1, 1)
-            and conv.activation is keras.activations.linear and conv.groups == 1):
+    if _is_pointwise(conv, keras):
         return _pointwise(x, kernel, bias, conv.name, keras, pack)
     if column_pairs and _column_pairs(conv, x, keras):
         return _column_pair_conv(conv, kernel, bias, x, keras)

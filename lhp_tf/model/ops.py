@@ -16,6 +16,13 @@ import tensorflow as tf
 from lhp_tf.model.kbackend import keras, register_serializable
 
 
+def _at_least_one(layer: str, name: str, value: int) -> int:
+    """``value`` as an int, or a ValueError naming the layer's parameter when it is below 1."""
+    if value < 1:
+        raise ValueError(f"{layer}: {name} must be >= 1, got {value}")
+    return int(value)
+
+
 def _static_batch(x: tf.Tensor) -> int:
     """The batch size when it is static (1 in exported graphs), else -1 for reshape."""
     b = x.shape[0]
@@ -32,9 +39,7 @@ class ChannelShuffle(keras.layers.Layer):
 
     def __init__(self, groups: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if groups < 1:
-            raise ValueError(f"ChannelShuffle: groups must be >= 1, got {groups}")
-        self.groups = int(groups)
+        self.groups = _at_least_one("ChannelShuffle", "groups", groups)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         _, h, w, c = x.shape
@@ -133,9 +138,7 @@ class NearestUpsample(keras.layers.Layer):
 
     def __init__(self, factor: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if factor < 1:
-            raise ValueError(f"NearestUpsample: factor must be >= 1, got {factor}")
-        self.factor = int(factor)
+        self.factor = _at_least_one("NearestUpsample", "factor", factor)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         for s in upsample_steps(self.factor):
@@ -178,9 +181,7 @@ class PooledChannelMean(keras.layers.Layer):
 
     def __init__(self, k: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if k < 1:
-            raise ValueError(f"PooledChannelMean: k must be >= 1, got {k}")
-        self.k = int(k)
+        self.k = _at_least_one("PooledChannelMean", "k", k)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         _, h, w, c = x.shape

@@ -235,7 +235,7 @@ weight traffic that dominates these 1x1-pixel convs on the NPU (U55-256 5.69 ms 
 Tried on CPUs in trial builds (code not kept; trained lhp-small, amx form, min/max ranges;
 an in-process loop interleaved with MediaPipe's model, 200 rounds, p50 ms right after the
 other models / back to back): SCAF's attention FCs merged per receiver (as above): 919 -> 881
-ops, 1.111 -> 1.098 / 0.867 -> 0.865, and it renames layers every saved ranges file names;
+ops, 1.111 -> 1.098 / 0.867 -> 0.865, and it renames layers that saved ranges files name;
 SCAF's coarse terms "wide" (each coarse path's fc2 writing its weights tiled by its upsample
 factor, so the term is already repeated along width, and each level's sum one broadcast ADD
 on (h, 2, W*C) row views instead of the x2 upsample's two CONCATENATIONs): identical

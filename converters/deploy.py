@@ -242,11 +242,7 @@ on (h, 2, W*C) row views instead of the x2 upsample's two CONCATENATIONs): ident
 outputs, 919 -> 896 ops, 1.119 -> 1.100 / 0.865 -> 0.881; per op (``op_profile.py
 --models``) CONCATENATION 69.5 -> 59.8 us, but MUL 92.9 -> 101.4 (XNNPACK's int8 two-way
 broadcast MUL costs per element: (12, 12, 1) x 48 channels 1.71 us, x 24 0.93) and ADD 41.3
--> 45.6. Neither moves lhp-small by more than ~2 % in either condition. A measurement
-behind both: XNNPACK does not copy for a RESHAPE (a toy of 30 blocks, each viewing a 48x48x64
-int8 tensor as rows and back around a broadcast ADD, 60 RESHAPEs of 147 KB: 1856 vs 1836 us
-for the same chain with plain ADDs, 0.3 us per RESHAPE, where a copy takes several us), so a
-view costs one op's dispatch, not its bytes.
+-> 45.6. Neither moves lhp-small by more than ~2 % in either condition.
 
 Where lhp-small's amx int8 time goes now (``python benchmarks/op_profile.py --models
 amx=F``, F from ``lhp convert runs/synthetic-300w-small-2x/best.keras --quant int8 --target
@@ -257,11 +253,11 @@ CONCATENATION 5.6, the packed permutation conv 5.8), 143 us over six pairs; the 
 convs to 8 channels 17 us each. Tried (one-op toys, LiteRT, 1 thread, int8) and not adopted:
 the depthwise conv as a dense 3x3 conv with block-diagonal weights, for AMX's GEMMs (24x24x12
 27.3 vs 8.4 us, 24x24x24 27.5 vs 14.1, 12x12x24 7.6 vs 3.9). XNNPACK's int8 depthwise
-conv works in 16-channel tiles and costs about twice its float one (toys, 10 chained 3x3
-convs on 24x24, LiteRT, 1 thread, us per conv, 8 / 12 / 16 / 24 / 32 channels: int8 7.3 /
-7.2 / 7.2 / 13.2 / 12.8, float 4.9 / 5.4 / 3.9 / 7.4 / 6.0), so a 12-channel map pays for 16
-and nothing laid out differently makes it cheaper; folding the map's two halves into 24
-channels would pay for 32.
+conv costs in 16-channel steps and up to twice its float one (``python
+benchmarks/depthwise_channels.py``: 10 chained 3x3 convs on 24x24, us per conv, 8 / 12 / 16 /
+24 / 32 channels: int8 6.61 / 6.59 / 6.59 / 11.92 / 11.62, float 4.52 / 4.64 / 3.53 / 6.78 /
+5.46), so a 12-channel map pays for 16 and nothing laid out differently makes it cheaper;
+folding the map's two halves into 24 channels would pay for 32.
 
 Current figures, trained synthetic checkpoints (``runs/synthetic-300w-small-2x``: lhp-small, 20
 epochs; ``runs/synthetic-300w-large``: lhp-large, 10 epochs), ``lhp convert ... --quant int8

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from benchmark_modules import load_benchmark
 
 X86_AMX = """processor	: 0
 vendor_id	: GenuineIntel
@@ -25,17 +23,8 @@ CPU implementer	: 0x41
 """
 
 
-def _machine():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "machine.py"
-    spec = importlib.util.spec_from_file_location("machine", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_cpu_line_names_what_int8_kernels_it_has_and_lacks() -> None:
-    m = _machine()
+    m = load_benchmark("machine")
     line, flags = m.describe(X86_AMX, "x86_64")
     assert line == ("CPU: Intel(R) Xeon(R) Platinum 8480+ (x86_64); int8-relevant features: "
                     "amx_int8, avx512_vnni, avx512f, avx2; lacks avx_vnni")

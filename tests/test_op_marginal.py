@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from benchmark_modules import load_benchmark
 from tflite_toys import FLOAT32, build_graph
-
-
-def _load(name: str):
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))  # it imports op_profile and latency as a script would
-    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_duplicated_graph_runs_each_chosen_op_twice(tmp_path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    marg = _load("op_marginal")
+    marg = load_benchmark("op_marginal")
     # a, b -> MUL -> c -> LOGISTIC -> d; MUL(d, a) -> e
     tensors = [(n, FLOAT32, None) for n in "abcde"]
     path = tmp_path / "toy.tflite"
@@ -60,7 +46,7 @@ def test_duplicated_graph_runs_each_chosen_op_twice(tmp_path) -> None:
 def test_one_pixel_convs_are_their_own_kind(tmp_path) -> None:
     import tensorflow as tf
 
-    marg = _load("op_marginal")
+    marg = load_benchmark("op_marginal")
     x = tf.keras.Input((4, 4, 3), batch_size=1)
     gap = tf.keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
     y = tf.keras.layers.Conv2D(3, 1)(x) * tf.keras.layers.Conv2D(3, 1)(gap)

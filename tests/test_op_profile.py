@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+from benchmark_modules import load_benchmark
 from tflite_toys import FLOAT32, build_graph
-
-
-def _op_profile():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "op_profile.py"
-    spec = importlib.util.spec_from_file_location("op_profile", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cut_out_ops_compute_what_they_did_in_the_graph(tmp_path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    prof = _op_profile()
+    prof = load_benchmark("op_profile")
     # a, b -> MUL -> c -> LOGISTIC -> d; MUL(d, a) -> e: two MULs of one signature
     tensors = [(n, FLOAT32, None) for n in "abcde"]
     path = tmp_path / "toy.tflite"
